@@ -1,0 +1,4 @@
+"""cico: CiCo (Clip-in Clip-out) video instance segmentation."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,52 @@
+"""Run-length encoded masks (COCO RLE through pycocotools).
+
+YouTube-VIS files hold one segmentation per frame as a polygon list, an uncompressed RLE
+(``counts`` a list of ints) or a compressed RLE (``counts`` a string); ``None``, ``[]`` and ``{}``
+mean the object is absent in that frame.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+RLE = dict[str, Any]
+
+
+def to_rle(segmentation: Any, height: int, width: int) -> RLE | None:
+    """Compressed RLE of one frame's segmentation, or ``None`` when the object is absent.
+
+    Polygons are rasterised at ``height`` x ``width`` and their parts unioned; an uncompressed RLE
+    keeps its own ``size``; a compressed RLE is returned as is (``counts`` as bytes or str).
+    """
+    if not segmentation:
+        return None
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, *segmentation["size"])
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        return segmentation
+    raise ValueError(f"not a polygon list or RLE: {type(segmentation).__name__}")
+
+
+def encode(mask: np.ndarray) -> RLE:
+    """Compressed RLE (``counts`` as str, JSON-ready) of a binary mask ``[H, W]``."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def decode(rle: RLE) -> np.ndarray:
+    """Binary mask ``[H, W]`` (uint8) of a compressed RLE (``counts`` str or bytes)."""
+    if isinstance(rle["counts"], str):
+        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return mask_utils.decode(rle)
+
+
+def area(rle: RLE) -> int:
+    """Number of foreground pixels of a compressed RLE."""
+    if isinstance(rle["counts"], str):
+        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    return int(mask_utils.area(rle))
