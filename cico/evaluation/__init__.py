@@ -1,0 +1,1 @@
+"""Evaluation: the official YouTube-VIS video mask AP/AR, reproduced exactly."""

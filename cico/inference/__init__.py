@@ -1,0 +1,1 @@
+"""Inference: per-clip detection, cross-clip linking and streaming video prediction."""

@@ -1,0 +1,1 @@
+"""Outputs: YouTube-VIS results files, CodaLab submissions, rendering."""

@@ -1,0 +1,1 @@
+"""Training: clip matching, the CiCo losses, and the torchrun engine."""
