@@ -65,3 +65,16 @@ class ClipDetections:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+@dataclass
+class CiCoOutputs:
+    """What the network's ``forward`` returns for ``B`` clips.
+
+    Attributes:
+        head: the raw outputs (all the losses need).
+        detections: in eval mode, one :class:`ClipDetections` per clip; ``None`` in training mode.
+    """
+
+    head: HeadOutputs
+    detections: list[ClipDetections] | None = None
