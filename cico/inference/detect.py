@@ -1,0 +1,278 @@
+"""Per-clip detection: candidate selection, three cheap filters, clip masks and per-class Fast NMS
+(spec §5.2, the reference's ``Detect`` with ``fast_nms``).
+
+For each clip, every anchor of every frame is a candidate (index ``t*N + n``) that predicts a whole
+tube of ``T`` boxes, one class distribution, one centerness, one set of mask parameters and one
+track embedding. Detection keeps the confident ones, drops near-duplicates and implausible boxes
+and masks, then runs Fast NMS per class on a clip-level IoU mixing box, circumscribed-box and mask
+IoU. The output of each clip is a :class:`~cico.model.outputs.ClipDetections` sorted by raw score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+
+from cico.model.box_coder import center_size, circumscribed, decode_tubes, tube_iou
+from cico.model.masks import MaskHead, clip_masks, mask_iou
+from cico.model.outputs import ClipDetections, HeadOutputs
+
+Classifier = Literal["sigmoid", "softmax"]
+
+
+@dataclass
+class DetectConfig:
+    """Detection thresholds (reference values: spec §1.3 and §5.2).
+
+    Attributes:
+        score_thresh: a candidate needs a max class probability above this; in NMS the
+            centerness-rescored class score must also exceed it (the "second threshold").
+        nms_iou_thresh: Fast NMS suppresses a candidate whose clip IoU with a higher-ranked one of
+            the same class exceeds this.
+        detections_per_frame: pre-NMS candidate limit per frame; the clip limit is
+            ``min(detections_per_frame * T, max_candidates)`` (300 for T = 3).
+        max_candidates: cap of the clip's candidate limit.
+        top_k: overrides the clip candidate limit when set.
+        duplicate_iou_thresh: Filter 1 drops a candidate whose ``0.5 mean_t IoU_t + 0.5 IoU_cir``
+            with a better-rescored candidate (any class) exceeds this.
+        min_mask_area: Filter 3 and the NMS frame flags need more than this many mask pixels
+            (``> 0.5``) at prototype resolution.
+        min_mask_cover: Filter 3 needs, in some frame, mask area / box area above this.
+        coincident_mask_iou: two masks overlapping more than this in any flagged frame count as
+            the same object (mask IoU := 1).
+        yolact_crop_factor: Yolact masks are cropped to box_cir enlarged by this (1.1 at test).
+        condinst_crop_factor: CondInst masks are cropped to box_cir enlarged by this (1.5).
+        crop_min_size: minimum width/height of the enlarged crop box (normalised units).
+        fix_nms_cir_permutation: the reference (★ spec §9.2-8) permutes the rows of the
+            circumscribed-box IoU into each class's score order but leaves its columns in candidate
+            order, so NMS compares a candidate with the wrong circumscribed box. ``False``
+            reproduces this for numerical equivalence; ``True`` permutes both axes (the intended
+            behaviour).
+    """
+
+    score_thresh: float = 0.1
+    nms_iou_thresh: float = 0.5
+    detections_per_frame: int = 100
+    max_candidates: int = 300
+    top_k: int | None = None
+    duplicate_iou_thresh: float = 0.9
+    min_mask_area: float = 5.0
+    min_mask_cover: float = 0.1
+    coincident_mask_iou: float = 0.9
+    yolact_crop_factor: float = 1.1
+    condinst_crop_factor: float = 1.5
+    crop_min_size: float = 0.1
+    fix_nms_cir_permutation: bool = False
+
+    def candidate_limit(self, clip_frames: int) -> int:
+        """Pre-NMS candidates kept per clip of ``clip_frames`` frames."""
+        if self.top_k is not None:
+            return self.top_k
+        return min(self.detections_per_frame * clip_frames, self.max_candidates)
+
+    def crop_factor(self, mask_head: MaskHead) -> float:
+        """Test-time enlargement of the mask crop box for ``mask_head``."""
+        return self.yolact_crop_factor if mask_head == "yolact" else self.condinst_crop_factor
+
+
+@dataclass
+class _Candidates:
+    """The surviving candidates of one clip, all indexed alike along dim 0 (``n``)."""
+
+    probs: Tensor  # [n, C] class probabilities (no background)
+    centerness: Tensor  # [n] mean centerness
+    boxes: Tensor  # [n, T, 4]
+    boxes_cir: Tensor  # [n, 4]
+    mask_coeff: Tensor  # [n, D]
+    track: Tensor  # [n, E]
+    prior_levels: Tensor  # [n]
+
+    def __getitem__(self, index: Tensor) -> _Candidates:
+        return _Candidates(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+
+@torch.no_grad()
+def detect(
+    outputs: HeadOutputs,
+    *,
+    classifier: Classifier,
+    mask_head: MaskHead,
+    config: DetectConfig | None = None,
+) -> list[ClipDetections]:
+    """Turn raw head outputs into per-clip detections (spec §5.2).
+
+    Args:
+        outputs: raw outputs for ``B`` clips of ``T`` frames (``conf`` holds logits).
+        classifier: ``"sigmoid"`` (focal-loss models, ``C`` logits) or ``"softmax"`` (``C + 1``
+            logits, channel 0 = background, dropped).
+        mask_head: ``"yolact"`` or ``"condinst"``.
+        config: thresholds; defaults to the reference values.
+
+    Returns:
+        One :class:`ClipDetections` per clip, sorted by raw class score (descending). A candidate
+        may appear under several classes.
+    """
+    config = config or DetectConfig()
+    if classifier not in ("sigmoid", "softmax"):
+        raise ValueError(f"unknown classifier {classifier!r}; expected 'sigmoid' or 'softmax'")
+    num_clips = outputs.proto.shape[0]
+    clip_frames = outputs.loc.shape[-1] // 4
+    if outputs.loc.shape[0] != num_clips * clip_frames:
+        raise ValueError(
+            f"loc has {outputs.loc.shape[0]} frames, expected {num_clips} clips x {clip_frames} frames"
+        )
+    if classifier == "sigmoid":
+        probs = torch.sigmoid(outputs.conf)
+    else:
+        probs = torch.softmax(outputs.conf, dim=-1)[..., 1:]
+    return [
+        _detect_clip(outputs, probs, b, clip_frames, mask_head, config) for b in range(num_clips)
+    ]
+
+
+def _select_candidates(
+    outputs: HeadOutputs, probs: Tensor, clip: int, clip_frames: int, config: DetectConfig
+) -> _Candidates:
+    """Pool the clip's ``T*N`` anchors, threshold the max probability, keep the top ``top_k``."""
+    frames = slice(clip * clip_frames, (clip + 1) * clip_frames)
+    num_priors = outputs.priors.shape[0]
+
+    def pooled(x: Tensor) -> Tensor:
+        return x[frames].reshape(clip_frames * num_priors, -1)
+
+    clip_probs = pooled(probs)
+    max_probs = clip_probs.amax(dim=-1)
+    index = torch.nonzero(max_probs > config.score_thresh).flatten()
+    limit = config.candidate_limit(clip_frames)
+    if index.numel() > limit:
+        order = max_probs[index].sort(descending=True, stable=True).indices
+        index = index[order[:limit]]
+    anchor = index % num_priors
+    boxes = decode_tubes(pooled(outputs.loc)[index], outputs.priors[anchor])
+    return _Candidates(
+        probs=clip_probs[index],
+        centerness=pooled(outputs.centerness)[index].mean(dim=-1),
+        boxes=boxes,
+        boxes_cir=circumscribed(boxes),
+        mask_coeff=pooled(outputs.mask_coeff)[index],
+        track=pooled(outputs.track)[index],
+        prior_levels=outputs.prior_levels.reshape(-1)[anchor],
+    )
+
+
+def _detect_clip(
+    outputs: HeadOutputs,
+    probs: Tensor,
+    clip: int,
+    clip_frames: int,
+    mask_head: MaskHead,
+    config: DetectConfig,
+) -> ClipDetections:
+    proto = outputs.proto[clip]
+    cand = _select_candidates(outputs, probs, clip, clip_frames, config)
+
+    # Rank by centerness-rescored max score; every pairwise matrix below uses this order.
+    rescored = cand.centerness * cand.probs.amax(dim=-1)
+    cand = cand[rescored.sort(descending=True, stable=True).indices]
+
+    # Filter 1: near-duplicates of a better candidate (any class).
+    frame_iou = tube_iou(cand.boxes, cand.boxes)  # [T, n, n]
+    cir_iou = box_iou(cand.boxes_cir, cand.boxes_cir)  # [n, n]
+    dup_iou = (0.5 * frame_iou.mean(0) + 0.5 * cir_iou).triu(diagonal=1)
+    not_dup = _max_over_higher_ranked(dup_iou) <= config.duplicate_iou_thresh
+    # Filter 2: the box centre lies strictly inside the image in enough frames.
+    centres = center_size(cand.boxes)[..., :2]
+    inside = ((centres > 0) & (centres < 1)).all(dim=-1).sum(dim=-1) >= max(clip_frames // 2, 1)
+    keep = torch.nonzero(not_dup & inside).flatten()
+    cand, frame_iou, cir_iou = cand[keep], frame_iou[:, keep][:, :, keep], cir_iou[keep][:, keep]
+
+    # Filter 3: masks neither empty nor a small part of their box.
+    masks = clip_masks(
+        mask_head, proto, cand.mask_coeff, cand.boxes_cir, config.crop_factor(mask_head), config.crop_min_size
+    )
+    h, w = masks.shape[-2:]
+    area = (masks > 0.5).sum(dim=(-1, -2)).to(masks.dtype)  # [n, T]
+    box_wh = center_size(cand.boxes)[..., 2:]
+    cover = area / (h * w) / (box_wh[..., 0] * box_wh[..., 1])
+    keep = torch.nonzero(
+        (area > config.min_mask_area).any(dim=-1) & (cover > config.min_mask_cover).any(dim=-1)
+    ).flatten()
+    cand, masks = cand[keep], masks[keep]
+    frame_iou, cir_iou = frame_iou[:, keep][:, :, keep], cir_iou[keep][:, keep]
+
+    index, labels = _fast_nms(cand, masks, frame_iou, cir_iou, config)
+    scores = cand.probs[index, labels]
+    order = scores.sort(descending=True, stable=True).indices
+    index, labels = index[order], labels[order]
+    return ClipDetections(
+        labels=labels + 1,
+        scores=scores[order],
+        boxes=cand.boxes[index],
+        boxes_cir=cand.boxes_cir[index],
+        masks=masks[index],
+        track=cand.track[index],
+        mask_coeff=cand.mask_coeff[index],
+        prior_levels=cand.prior_levels[index],
+        proto=proto,
+    )
+
+
+def _max_over_higher_ranked(iou: Tensor) -> Tensor:
+    """Column-wise max of an upper-triangular ``[n, n]`` matrix (0 for the first / no rows)."""
+    if iou.shape[0] == 0:
+        return iou.new_zeros(0)
+    return iou.amax(dim=0)
+
+
+def _fast_nms(
+    cand: _Candidates, masks: Tensor, frame_iou: Tensor, cir_iou: Tensor, config: DetectConfig
+) -> tuple[Tensor, Tensor]:
+    """Per-class Fast NMS on the clip IoU ``0.25 BIoU + 0.25 BIoU_cir + 0.5 MIoU``.
+
+    Args:
+        cand: ``n`` candidates in rescored order.
+        masks: ``[n, T, h, w]`` mask probabilities.
+        frame_iou: ``[T, n, n]`` per-frame box IoU; ``cir_iou``: ``[n, n]`` circumscribed-box IoU.
+
+    Returns:
+        ``(candidate index, 0-based class)`` of the kept detections, class-major, each class in its
+        rescored order.
+    """
+    device = cand.probs.device
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    rescores = cand.centerness[None, :] * cand.probs.t()  # [C, n]
+    # Only candidates above the score threshold in some class take part: in a class's ranking every
+    # candidate ranked above one that passes the threshold passes it too.
+    involved = (rescores > config.score_thresh).any(dim=0)
+    if not involved.any():
+        return empty, empty
+    rescores, order = rescores.sort(dim=1, descending=True, stable=True)
+    num_above = (rescores > config.score_thresh).sum(dim=1)  # [C], a prefix of each ranking
+    sub = torch.nonzero(involved).flatten()
+    local = torch.full(involved.shape, -1, dtype=torch.long, device=device)
+    local[sub] = torch.arange(sub.numel(), device=device)
+
+    # Frame-flag-weighted box and mask IoU, computed once for all involved candidates.
+    binary = masks[sub] > 0.5  # [s, T, h, w]
+    flag_t = (binary.sum(dim=(-1, -2)) > config.min_mask_area).t()  # [T, s]
+    flag = flag_t[:, :, None] & flag_t[:, None, :]  # [T, s, s]
+    num_flags = flag.sum(dim=0).clamp(min=1)
+    box_iou_f = (frame_iou[:, sub][:, :, sub] * flag).sum(dim=0) / num_flags
+    miou_t = mask_iou(binary.transpose(0, 1), binary.transpose(0, 1)).to(box_iou_f.dtype)  # [T, s, s]
+    miou = (miou_t * flag).sum(dim=0) / num_flags
+    miou[((miou_t > config.coincident_mask_iou) & flag).any(dim=0)] = 1.0
+
+    kept_index, kept_class = [], []
+    for c in torch.nonzero(num_above).flatten().tolist():
+        ranked = order[c, : int(num_above[c])]  # candidate indices, best first
+        loc = local[ranked]
+        cols = ranked if config.fix_nms_cir_permutation else torch.arange(ranked.numel(), device=device)
+        iou = 0.5 * box_iou_f[loc][:, loc] + 0.5 * cir_iou[ranked][:, cols]
+        iou = iou * 0.5 + miou[loc][:, loc] * 0.5
+        keep = iou.triu(diagonal=1).amax(dim=0) <= config.nms_iou_thresh
+        kept_index.append(ranked[keep])
+        kept_class.append(torch.full_like(ranked[keep], c))
+    return torch.cat(kept_index), torch.cat(kept_class)

@@ -1,0 +1,76 @@
+"""Detect against the reference, isolated from the network: the reference's raw head outputs of each
+golden network case go in, its per-clip detections (``det_*``) must come out (golden README §3, §6)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cico.inference.detect import detect
+from cico.model.outputs import ClipDetections, HeadOutputs
+from tests.conftest import GOLDEN_DIR
+
+
+def _network_cases() -> list:
+    """Every case folder whose ``outputs.npz`` holds raw logits; unreadable ones are kept (to fail)."""
+    cases = []
+    for npz in sorted(GOLDEN_DIR.glob("*/outputs.npz")):
+        try:
+            with zipfile.ZipFile(npz) as archive:
+                has_logits = "conf_logits.npy" in archive.namelist()
+        except (OSError, zipfile.BadZipFile):
+            has_logits = True
+        if has_logits:
+            cases.append(pytest.param(npz.parent, id=npz.parent.name))
+    return cases or [pytest.param(GOLDEN_DIR / "<no network case>", id="no-golden-network-case")]
+
+
+def _run_reference_inputs(case: Path) -> tuple[dict[str, np.ndarray], ClipDetections]:
+    manifest = json.loads((case / "manifest.json").read_text())
+    config = manifest["config"]
+    ref = dict(np.load(case / "outputs.npz"))
+    head = HeadOutputs(
+        loc=torch.from_numpy(ref["loc"]),
+        conf=torch.from_numpy(ref["conf_logits"]),
+        centerness=torch.from_numpy(ref["centerness"]),
+        mask_coeff=torch.from_numpy(ref["mask_coeff"]),
+        track=torch.from_numpy(ref["track"]),
+        priors=torch.from_numpy(ref["priors"]).reshape(-1, 4),
+        prior_levels=torch.from_numpy(ref["prior_levels"]).reshape(-1),
+        proto=torch.from_numpy(ref["proto"]),
+    )
+    (dets,) = detect(
+        head,
+        classifier="softmax" if "ovis" in config else "sigmoid",
+        mask_head="condinst" if "condinst" in config else "yolact",
+    )
+    return ref, dets
+
+
+@pytest.mark.parametrize("case", _network_cases())
+def test_detect_matches_reference(case: Path):
+    if not (case / "outputs.npz").is_file():
+        pytest.fail(f"no golden network case with outputs.npz under {GOLDEN_DIR}")
+    ref, dets = _run_reference_inputs(case)
+
+    assert dets.labels.tolist() == ref["det_class"].tolist()
+    np.testing.assert_allclose(dets.scores.numpy(), ref["det_score"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(dets.boxes.numpy(), ref["det_box"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(dets.boxes_cir.numpy(), ref["det_box_cir"], atol=1e-4, rtol=0)
+    for ours, key in ((dets.track, "det_track"), (dets.mask_coeff, "det_mask_coeff")):
+        np.testing.assert_allclose(ours.numpy(), ref[key], atol=1e-4 * np.abs(ref[key]).max(), rtol=0)
+    np.testing.assert_array_equal(dets.prior_levels.numpy(), ref["det_prior_levels"].reshape(-1))
+
+    ref_masks = torch.from_numpy(ref["det_mask"])
+    assert dets.masks.shape == ref_masks.shape
+    np.testing.assert_allclose(dets.masks.numpy(), ref["det_mask"], atol=1e-3, rtol=0)
+    ours_bin, ref_bin = dets.masks > 0.5, ref_masks > 0.5
+    inter = (ours_bin & ref_bin).sum(dim=(-1, -2)).double()
+    union = (ours_bin | ref_bin).sum(dim=(-1, -2)).double()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    assert iou.min() >= 0.99, f"binarised mask IoU {iou.min():.4f} < 0.99"
+    torch.testing.assert_close(dets.proto, torch.from_numpy(ref["proto"][0]), rtol=0, atol=0)
