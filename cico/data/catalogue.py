@@ -120,7 +120,8 @@ def locate(name: str, data_root: str | Path, split: str = "train") -> DatasetPat
     """The files of a standard dataset split under ``data_root`` (no existence check).
 
     ``data_root`` may hold the dataset folder (``DIR/YouTube_VOS2019/...``) or be that folder
-    itself; the first layout whose annotation file exists wins, else the first one is returned.
+    itself: the first of the two that holds any of the dataset's annotation files is used, else the
+    first.
     """
     info = get_dataset(name)
     if split not in info.splits:
@@ -128,7 +129,8 @@ def locate(name: str, data_root: str | Path, split: str = "train") -> DatasetPat
     layout = info.splits[split]
     root = Path(data_root)
     candidates = [root / info.folder, root] if root.name != info.folder else [root]
-    base = next((c for c in candidates if (c / layout.ann_file).is_file()), candidates[0])
+    base = next((c for c in candidates if any((c / s.ann_file).is_file() for s in info.splits.values())),
+                candidates[0])
     return DatasetPaths(base / layout.ann_file, base / layout.frames_dir, name, split, info.class_names, layout.has_gt)
 
 
