@@ -261,7 +261,8 @@ def _fast_nms(
     flag = flag_t[:, :, None] & flag_t[:, None, :]  # [T, s, s]
     num_flags = flag.sum(dim=0).clamp(min=1)
     box_iou_f = (frame_iou[:, sub][:, :, sub] * flag).sum(dim=0) / num_flags
-    miou_t = mask_iou(binary.transpose(0, 1), binary.transpose(0, 1)).to(box_iou_f.dtype)  # [T, s, s]
+    binary = binary.transpose(0, 1)  # [T, s, h, w]
+    miou_t = mask_iou(binary, binary).to(box_iou_f.dtype)  # [T, s, s]
     miou = (miou_t * flag).sum(dim=0) / num_flags
     miou[((miou_t > config.coincident_mask_iou) & flag).any(dim=0)] = 1.0
 

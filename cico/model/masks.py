@@ -186,7 +186,7 @@ def mask_iou(masks_a: Tensor, masks_b: Tensor) -> Tensor:
         reference). Pixels are counted in float32, exact up to 2**24 pixels per mask.
     """
     a = masks_a.flatten(-2).float()
-    b = masks_b.flatten(-2).float()
+    b = a if masks_b is masks_a else masks_b.flatten(-2).float()
     inter = a @ b.transpose(-1, -2)
     union = a.sum(-1)[..., :, None] + b.sum(-1)[..., None, :] - inter
     return inter / union.clamp(min=1)
