@@ -583,6 +583,8 @@ def make_synthetic(
         classes: use the first ``classes`` names of :data:`SYNTHETIC_CLASSES`.
         max_objects: objects per video are 1..max_objects.
         workers: processes rendering videos in parallel (default: up to 2); output is identical.
+            They are started with "spawn", so a script calling this with ``workers > 1`` needs the
+            usual ``if __name__ == "__main__":`` guard.
 
     Raises:
         CicoError: bad arguments, a non-empty ``out_dir`` without ``overwrite``, a write failure.
