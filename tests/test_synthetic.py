@@ -206,3 +206,13 @@ def test_cli_bad_size_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cico make-synthetic: error:") and "size" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_check_data_passes_on_the_output(dataset: Path, capsys: pytest.CaptureFixture) -> None:
+    from cico.data.check import check_dataset
+
+    report = check_dataset(dataset, dataset.parent / "JPEGImages", workers=1)
+    assert report.ok, report.problems
+    assert report.videos == VIDEOS and report.frames == VIDEOS * FRAMES and report.tracks >= VIDEOS
+    assert main(["check-data", "--ann", str(dataset), "--frames", str(dataset.parent / "JPEGImages")]) == 0
+    assert "OK" in capsys.readouterr().out
