@@ -180,6 +180,8 @@ def test_api_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(CicoError, match="not a directory"):
         make_synthetic(tmp_path / "file", 1, 2, (32, 32))
+    with pytest.raises(CicoError, match="cannot create"):
+        make_synthetic(tmp_path / "file" / "sub", 1, 2, (32, 32))
 
 
 def test_cli_writes_summary_and_refuses_non_empty_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

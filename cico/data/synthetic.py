@@ -600,7 +600,10 @@ def make_synthetic(
     if fps <= 0:
         raise CicoError(f"fps must be positive, got {fps}")
     _clear_previous(out_dir, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CicoError(f"cannot create the output folder: {err.strerror}", out_dir) from err
 
     jobs = [_Job(i, seed, config, out_dir, video_files, fps, jpeg_quality) for i in range(videos)]
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
