@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("check_data", "validate a YouTube-VIS/OVIS-format dataset"),
     "split": ("split", "write a deterministic held-out split of a training annotation file"),
     "evaluate": ("evaluate", "score a results file against ground truth (official YouTube-VIS metric)"),
+    "convert": ("convert", "import a reference CiCo checkpoint (.pth) as a cico checkpoint"),
 }
 
 

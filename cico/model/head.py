@@ -1,0 +1,164 @@
+"""The clip-level prediction head, CPH (spec §2.5), and the clip 3D convolution it shares with the mask head.
+
+One set of weights is applied to every FPN level. Three towers of ``conv 3×3 + ReLU`` (no normalisation):
+
+* ``bbox_extra``: 3×3×3 convs over the clip (zero padding in time at the clip ends); feeds the box tube,
+  centerness and mask-parameter layers;
+* ``conf_extra``: 2D 3×3 convs per frame; feeds the class logits;
+* ``track_extra``: 3×3×3 convs over the clip; feeds the track embedding.
+
+Final 2D 3×3 layers, with ``A`` anchors per location: ``bbox_layer`` (``A·4T``: every anchor of every frame
+predicts the boxes of all ``T`` frames), ``centerness_layer`` (``A``, sigmoid), ``conf_layer`` (``A·C`` or
+``A·(C+1)`` logits), ``mask_layer`` (``A·D``, tanh) and ``track_layer`` (``A·E``, L2-normalised).
+
+Clips stay frame-major ``[B·T, F, h, w]`` throughout (frame ``t`` of clip ``b`` at row ``b·T + t``):
+:class:`ClipConv3d` computes a 3D convolution on that layout directly.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ClipConv3d(nn.Module):
+    """A ``k×k×k`` convolution over clips of ``T`` frames, on frame-major input ``[B·T, C, H, W]``.
+
+    Equivalent to ``nn.Conv3d(in, out, k, padding=k//2)`` on the cube ``[B, C, T, H, W]`` (and its weight is
+    stored in the same layout ``[out, in, k, k, k]``, so state dicts and parameter counts are the same), but
+    computed as one 2D convolution per temporal tap: the centre tap over all frames, and each other tap only
+    over the frames whose neighbour exists, added to the shifted output rows. The taps that would read the
+    zero temporal padding are skipped (7 frame-convolutions instead of 9 for ``k = T = 3``), and 2D
+    convolutions are much faster than 3D ones on CPU.
+
+    Args:
+        in_channels, out_channels: channels.
+        clip_frames: ``T``, the frames per clip.
+        kernel_size: ``k`` (odd).
+        bias: add a learnable bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, clip_frames: int, kernel_size: int = 3,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.clip_frames, self.kernel_size = clip_frames, kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Conv3d``'s default initialisation."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"clip_frames={self.clip_frames}, bias={self.bias is not None}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [B·T, in, H, W]`` -> ``[B·T, out, H, W]``."""
+        frames, pad = self.clip_frames, self.kernel_size // 2
+        if x.shape[0] % frames:
+            raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
+        y = F.conv2d(x, self.weight[:, :, pad], self.bias, padding=pad)
+        clips = x.unflatten(0, (-1, frames))
+        out = y.unflatten(0, (-1, frames))
+        for tap in range(self.kernel_size):
+            shift = tap - pad  # output frame t reads input frame t + shift
+            if shift == 0 or abs(shift) >= frames:
+                continue
+            src = clips[:, max(shift, 0):frames + min(shift, 0)]
+            partial = F.conv2d(src.flatten(0, 1), self.weight[:, :, tap], padding=pad)
+            out[:, max(-shift, 0):frames - max(shift, 0)] += partial.unflatten(0, (-1, frames - abs(shift)))
+        return y
+
+
+def _tower(num_layers: int, channels: int, clip_frames: int | None) -> nn.Sequential:
+    """``num_layers × (conv 3×3[×3] + ReLU)``: 3D (:class:`ClipConv3d`) when ``clip_frames`` is given."""
+    layers: list[nn.Module] = []
+    for _ in range(num_layers):
+        conv = (ClipConv3d(channels, channels, clip_frames) if clip_frames is not None
+                else nn.Conv2d(channels, channels, 3, padding=1))
+        layers += [conv, nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class ClipPredictionHead(nn.Module):
+    """The clip prediction head shared over the FPN levels.
+
+    Args:
+        in_channels: FPN width ``F``.
+        num_anchors: anchors per location ``A``.
+        clip_frames: ``T``.
+        num_logits: class logits per anchor (``C``, or ``C + 1`` with a background class).
+        mask_param_dim: mask coefficients / dynamic parameters per anchor ``D``.
+        track_dim: track embedding size ``E``.
+        box_tower_layers, class_tower_layers, track_tower_layers: depth of each tower.
+        prior_prob: initial foreground probability of a sigmoid classifier (``None``: softmax, zero bias).
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, clip_frames: int, num_logits: int,
+                 mask_param_dim: int, track_dim: int, box_tower_layers: int = 4, class_tower_layers: int = 4,
+                 track_tower_layers: int = 4, prior_prob: float | None = 0.01) -> None:
+        super().__init__()
+        self.clip_frames, self.num_anchors = clip_frames, num_anchors
+        self.num_logits, self.mask_param_dim, self.track_dim = num_logits, mask_param_dim, track_dim
+        self.prior_prob = prior_prob
+
+        def final(channels: int) -> nn.Conv2d:
+            return nn.Conv2d(in_channels, num_anchors * channels, 3, padding=1)
+
+        self.bbox_layer = final(4 * clip_frames)
+        self.centerness_layer = final(1)
+        self.conf_layer = final(num_logits)
+        self.track_layer = final(track_dim)
+        self.mask_layer = final(mask_param_dim)
+        self.bbox_extra = _tower(box_tower_layers, in_channels, clip_frames)
+        self.conf_extra = _tower(class_tower_layers, in_channels, None)
+        self.track_extra = _tower(track_tower_layers, in_channels, clip_frames)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference's initialisation (spec §2.9): Xavier-uniform weights, zero biases, and the focal
+        prior ``-log((1 - p) / p)`` on the class bias of a sigmoid classifier."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, ClipConv3d)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.prior_prob is not None:
+            nn.init.constant_(self.conf_layer.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
+
+    def _flatten(self, x: Tensor, channels: int) -> Tensor:
+        """``[B·T, A·k, h, w]`` (channel ``a·k + j``) -> ``[B·T, h·w·A, k]`` (anchor order y, x, a)."""
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, channels)
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Apply the head to every level ``[B·T, F, h_l, w_l]`` and concatenate the anchors.
+
+        Returns:
+            loc ``[B·T, N, 4T]``, conf ``[B·T, N, C or C+1]`` (logits), centerness ``[B·T, N, 1]`` (sigmoid),
+            mask_coeff ``[B·T, N, D]`` (tanh), track ``[B·T, N, E]`` (L2-normalised).
+        """
+        outputs: list[list[Tensor]] = [[], [], [], [], []]
+        for x in features:
+            box_x = self.bbox_extra(x)
+            conf_x = self.conf_extra(x)
+            track_x = self.track_extra(x)
+            level = (
+                self._flatten(self.bbox_layer(box_x), 4 * self.clip_frames),
+                self._flatten(self.conf_layer(conf_x), self.num_logits),
+                self._flatten(self.centerness_layer(box_x), 1),
+                self._flatten(self.mask_layer(box_x), self.mask_param_dim),
+                self._flatten(self.track_layer(track_x), self.track_dim),
+            )
+            for out, value in zip(outputs, level):
+                out.append(value)
+        loc, conf, centerness, mask_coeff, track = (torch.cat(out, dim=1) for out in outputs)
+        return loc, conf, centerness.sigmoid(), mask_coeff.tanh(), F.normalize(track, dim=-1)

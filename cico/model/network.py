@@ -1,0 +1,84 @@
+"""The CiCo network: backbone -> FPN -> clip prediction head + clip mask head (spec §2), and ``build_model``.
+
+``CiCo`` takes clips ``[B, T, 3, H, W]`` (``H``, ``W`` multiples of 32, ``T`` fixed per model) and returns
+:class:`~cico.model.outputs.CiCoOutputs`: the raw :class:`~cico.model.outputs.HeadOutputs` always, and in eval
+mode also the per-clip detections (:func:`cico.inference.detect.detect` with the config's classifier, mask
+head and :class:`~cico.inference.detect.DetectConfig`).
+
+Module names: ``backbone``, ``fpn``, ``protonet`` (the reference's ``ProtoNet``) and ``head`` (the
+reference's ``prediction_layers``); below those, names and shapes are the reference's, so reference state
+dicts load after a prefix rename (:mod:`cico.model.checkpoint`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..inference.detect import detect
+from .anchors import AnchorGenerator
+from .backbone import build_backbone
+from .config import ModelConfig, get_preset, with_overrides
+from .fpn import FPN
+from .head import ClipPredictionHead
+from .outputs import CiCoOutputs, HeadOutputs
+from .protonet import ClipProtoNet
+
+
+class CiCo(nn.Module):
+    """Clip-in clip-out video instance segmentation network.
+
+    Args:
+        config: the model configuration (see :mod:`cico.model.config` for the presets).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config)
+        self.fpn = FPN(self.backbone.out_channels, config.fpn_channels)
+        self.protonet = ClipProtoNet(config.fpn_channels, config.proto_channels, config.mask_dim,
+                                     config.clip_frames)
+        self.head = ClipPredictionHead(
+            config.fpn_channels, config.num_anchors, config.clip_frames, config.num_logits,
+            config.mask_param_dim, config.track_dim, config.box_tower_layers, config.class_tower_layers,
+            config.track_tower_layers, prior_prob=0.01 if config.classifier == "sigmoid" else None)
+        self.anchors = AnchorGenerator(config.aspect_ratios)
+
+    def forward(self, clips: Tensor) -> CiCoOutputs:
+        """Run ``clips [B, T, 3, H, W]`` (normalised, zero-padded to multiples of 32).
+
+        Returns:
+            ``CiCoOutputs(head, detections)``: ``head`` with ``loc [B·T, N, 4T]``, ``conf``, ``centerness``,
+            ``mask_coeff``, ``track`` (all ``[B·T, N, ·]``), ``priors [N, 4]``, ``prior_levels [N]`` and
+            ``proto [B, H/4, W/4, T, D']``; ``detections`` (eval mode only) one ``ClipDetections`` per clip.
+        """
+        if clips.dim() != 5 or clips.shape[1] != self.config.clip_frames or clips.shape[2] != 3:
+            raise ValueError(f"expected clips [B, {self.config.clip_frames}, 3, H, W], got {list(clips.shape)}")
+        height, width = clips.shape[-2:]
+        if height % 32 or width % 32:
+            raise ValueError(f"input size {height}x{width} must be a multiple of 32 (pad the clips)")
+        pyramid = self.fpn(self.backbone(clips.flatten(0, 1)))
+        proto = self.protonet(pyramid[:3])
+        loc, conf, centerness, mask_coeff, track = self.head(pyramid)
+        priors, prior_levels = self.anchors(pyramid)
+        head = HeadOutputs(loc=loc, conf=conf, centerness=centerness, mask_coeff=mask_coeff, track=track,
+                           priors=priors, prior_levels=prior_levels, proto=proto)
+        if self.training:
+            return CiCoOutputs(head)
+        detections = detect(head, classifier=self.config.classifier, mask_head=self.config.mask_head,
+                            config=self.config.detect)
+        return CiCoOutputs(head, detections)
+
+
+def build_model(preset_or_config: str | ModelConfig, **overrides: Any) -> CiCo:
+    """Build a CiCo network from a preset name or a :class:`ModelConfig`, with config ``overrides``.
+
+    Example: ``build_model("tiny_yolact", num_classes=3)``, ``build_model("cico_yolact_r50_yt19")``.
+    Weights are randomly initialised; load a checkpoint with :func:`cico.model.checkpoint.load_model`.
+    """
+    if isinstance(preset_or_config, str):
+        config = get_preset(preset_or_config, **overrides)
+    else:
+        config = with_overrides(preset_or_config, **overrides)
+    return CiCo(config)
