@@ -1,0 +1,107 @@
+"""Exact spatio-temporal (video) mask IoU of the official YouTube-VIS metric, vectorised.
+
+The official ``computeIoU`` loops over every (result, GT) pair and every frame, merging RLEs:
+``IoU = sum_f |D_f & G_f| / sum_f |D_f | G_f|`` over the frames both segmentation lists cover (spec
+§3). Here one ``pycocotools.mask.iou`` call per frame gives every pair's ``I/U`` in double; with the
+integer areas ``a_d``, ``a_g`` the integer intersection is recovered exactly as
+``I = round(iou * (a_d + a_g) / (1 + iou))`` (``I/U`` has a relative error below ``2**-52`` and
+``I < 2**32``, so the rounding error stays far below 1/2), and the sums run in int64:
+
+* a frame where both masks exist and have the same size adds ``I`` and ``a_d + a_g - I``;
+* a frame where both exist with different sizes adds nothing (the official ``rleMerge`` returns an
+  empty mask) -- it is detected from the sizes, since ``mask.iou`` only flags it when the boxes
+  overlap;
+* a frame where one side exists adds its area to the union, through per-track prefix sums up to
+  ``min(L_d, L_g)`` (the official ``zip`` truncation) or ``max(L_d, L_g)`` (the fix).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .loading import Track
+
+
+@dataclass(frozen=True)
+class SizeMismatch:
+    """Frames where a result and a GT mask both exist but differ in size (they count as empty)."""
+
+    frames: int
+    example: str
+
+
+def _stack(tracks: Sequence[Track], frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-track areas ``[N, F]``, sizes ``[N, F, 2]`` (zero-padded to ``F`` frames) and lengths ``[N]``."""
+    areas = np.zeros((len(tracks), frames), dtype=np.int64)
+    sizes = np.zeros((len(tracks), frames, 2), dtype=np.int64)
+    lengths = np.zeros(len(tracks), dtype=np.int64)
+    for i, track in enumerate(tracks):
+        n = len(track.rles)
+        areas[i, :n] = track.areas
+        sizes[i, :n] = track.sizes
+        lengths[i] = n
+    return areas, sizes, lengths
+
+
+def video_iou(
+    dts: Sequence[Track], gts: Sequence[Track], zip_truncation: bool = True
+) -> tuple[np.ndarray, SizeMismatch | None]:
+    """Video mask IoU of every (result, GT) pair of one (video, category).
+
+    Args:
+        dts: ``D`` result tracks, in the order wanted for the rows.
+        gts: ``G`` GT tracks.
+        zip_truncation: official behaviour: only the frames both segmentation lists cover count.
+            ``False`` counts every frame of either list (a missing frame = an absent object).
+
+    Returns:
+        ``ious`` ``[D, G]`` float64, bit-identical to the official loop (crowd GT uses the plain
+        IoU, as officially), and the frames with mismatched mask sizes, if any.
+    """
+    num_d, num_g = len(dts), len(gts)
+    if num_d == 0 or num_g == 0:
+        return np.zeros((num_d, num_g)), None
+    frames = max(max(len(t.rles) for t in dts), max(len(t.rles) for t in gts))
+    area_d, size_d, len_d = _stack(dts, frames)
+    area_g, size_g, len_g = _stack(gts, frames)
+
+    # Sum of both sides' areas over the counted frames, from prefix sums: [D, G].
+    cum_d = np.zeros((num_d, frames + 1), dtype=np.int64)
+    cum_g = np.zeros((num_g, frames + 1), dtype=np.int64)
+    np.cumsum(area_d, axis=1, out=cum_d[:, 1:])
+    np.cumsum(area_g, axis=1, out=cum_g[:, 1:])
+    span = (np.minimum if zip_truncation else np.maximum).outer(len_d, len_g)
+    area_sum = np.take_along_axis(cum_d, span, axis=1) + cum_g[np.arange(num_g)[None, :], span]
+
+    inter = np.zeros((num_d, num_g), dtype=np.int64)
+    lost = np.zeros((num_d, num_g), dtype=np.int64)  # a_d + a_g of mismatched-size frames
+    mismatched, example = 0, ""
+    present_d, present_g = size_d[:, :, 0] > 0, size_g[:, :, 0] > 0
+    for f in range(frames):
+        di = np.flatnonzero(present_d[:, f])
+        gi = np.flatnonzero(present_g[:, f])
+        if di.size == 0 or gi.size == 0:
+            continue
+        iou = np.asarray(
+            mask_utils.iou([dts[i].rles[f] for i in di], [gts[j].rles[f] for j in gi], [0] * gi.size)
+        )
+        pair_area = area_d[di, f][:, None] + area_g[gi, f][None, :]
+        same = (size_d[di, f][:, None, :] == size_g[gi, f][None, :, :]).all(-1)
+        if not same.all():
+            iou = np.where(same, iou, 0.0)
+            lost[np.ix_(di, gi)] += np.where(same, 0, pair_area)
+            if not mismatched:
+                d, g = np.argwhere(~same)[0]
+                example = (
+                    f"video {dts[di[d]].video_id} frame {f}: result {dts[di[d]].id} is "
+                    f"{'x'.join(map(str, size_d[di[d], f]))}, GT {gts[gi[g]].id} is {'x'.join(map(str, size_g[gi[g], f]))}"
+                )
+            mismatched += int((~same).sum())
+        inter[np.ix_(di, gi)] += np.rint(iou * pair_area / (1.0 + iou)).astype(np.int64)
+
+    union = area_sum - inter - lost
+    ious = np.divide(inter, union, out=np.zeros((num_d, num_g)), where=union > 0)
+    return ious, (SizeMismatch(mismatched, example) if mismatched else None)
