@@ -119,16 +119,12 @@ def test_clip(frames_bgr: Sequence[np.ndarray], min_size: int = 384, max_size: i
     return torch.stack([pad_to(image, size) for image in images]), (h2, w2)
 
 
-def _resize_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``cv2.resize`` (``INTER_LINEAR``) of a stack of 2-D planes ``[N, H, W]`` to ``[N, height, width]``."""
-    if planes.shape[0] == 0:
-        return np.zeros((0, height, width), planes.dtype)
-    out = []
-    for start in range(0, planes.shape[0], 256):  # OpenCV handles at most 512 channels at once
-        chunk = np.ascontiguousarray(planes[start:start + 256].transpose(1, 2, 0))
-        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
-        out.append(resized.reshape(height, width, -1).transpose(2, 0, 1))
-    return np.concatenate(out)
+def _resize_each(stack: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``cv2.resize`` (``INTER_LINEAR``) of every image of a stack ``[N, H, W(, C)]`` to ``[N, height, width(, C)]``."""
+    if stack.shape[0] == 0:
+        return np.zeros((0, height, width, *stack.shape[3:]), stack.dtype)
+    return np.stack([cv2.resize(np.ascontiguousarray(x), (width, height), interpolation=cv2.INTER_LINEAR)
+                     for x in stack])
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,7 @@ class TrainAugmentation:
         """
         n, t = masks.shape[:2]
         h, w = frames[0].shape[:2]
-        images = np.stack(frames).astype(np.float32)  # [T, H, W, 3]
+        images = np.stack(frames).astype(np.float32)  # [T, H, W, 3] BGR
         masks = masks.reshape(n * t, h, w)
         boxes = boxes.astype(np.float32).copy()
         present = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
@@ -189,15 +185,14 @@ class TrainAugmentation:
                 boxes[..., 0], boxes[..., 2] = 1 - boxes[..., 2], 1 - boxes[..., 0]
 
         h2, w2 = resize_shape(h, w, self.min_size, self.max_size)
-        images = _resize_planes(np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(t * 3, h, w), h2, w2)
-        masks = _resize_planes(np.ascontiguousarray(masks), h2, w2)
+        images = _resize_each(images, h2, w2)
+        masks = _resize_each(masks, h2, w2)
 
         if rng.random() < self.expand_prob:
             images, masks, boxes = self._expand(images, masks, boxes, rng)
 
         boxes[~present] = 0
         boxes[(boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])] = 0
-        images = images.reshape(t, 3, h2, w2).transpose(0, 2, 3, 1)
         normalised = np.stack([normalize(image, self.normalization) for image in images])
         return normalised, masks.reshape(n, t, h2, w2), boxes
 
@@ -205,26 +200,24 @@ class TrainAugmentation:
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scale by ``s ~ U(0.5, 1.5)`` and paste into / crop out a window of the current size.
 
-        ``images [3T, H', W']`` (channel planes), ``masks [nT, H', W']``, ``boxes [n, T, 4]``.
+        ``images [T, H', W', 3]`` (BGR, not normalised), ``masks [nT, H', W']``, ``boxes [n, T, 4]``.
         """
-        h2, w2 = images.shape[-2:]
+        h2, w2 = images.shape[1:3]
         s = rng.uniform(0.5, 1.5)
         hs, ws = int(h2 * s), int(w2 * s)
-        images = _resize_planes(images, hs, ws)
-        masks = _resize_planes(masks, hs, ws)
+        images = _resize_each(images, hs, ws)
+        masks = _resize_each(masks, hs, ws)
         if s <= 1:
-            canvas = np.empty((images.shape[0], h2, w2), np.float32)
-            canvas.reshape(-1, 3, h2, w2)[:] = fill_value(self.normalization)[None, :, None, None]
+            canvas = np.empty((images.shape[0], h2, w2, 3), np.float32)
+            canvas[:] = fill_value(self.normalization)
             canvas[:, :hs, :ws] = images
             mask_canvas = np.zeros((masks.shape[0], h2, w2), np.uint8)
             mask_canvas[:, :hs, :ws] = masks
             return canvas, mask_canvas, boxes * np.float32(s)
         top = int(rng.integers(0, hs - h2 + 1))
         left = int(rng.integers(0, ws - w2 + 1))
-        images = images[:, top:top + h2, left:left + w2]
-        masks = masks[:, top:top + h2, left:left + w2]
         scale = np.array([ws, hs, ws, hs], np.float32)
         offset = np.array([left, top, left, top], np.float32)
         size = np.array([w2, h2, w2, h2], np.float32)
         boxes = np.clip((boxes * scale - offset) / size, 0, 1).astype(np.float32)
-        return np.ascontiguousarray(images), np.ascontiguousarray(masks), boxes
+        return images[:, top:top + h2, left:left + w2], masks[:, top:top + h2, left:left + w2], boxes
