@@ -30,7 +30,8 @@ def _dataset(root: Path) -> tuple[Path, Path, dict[str, Any]]:
     frames = root / "frames"
     mask = np.zeros((24, 32), np.uint8)
     mask[4:12, 6:20] = 1
-    data: dict[str, Any] = {"videos": [], "annotations": [], "categories": [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}]}
+    categories = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}]
+    data: dict[str, Any] = {"videos": [], "annotations": [], "categories": categories}
     for vid in (1, 2):
         (frames / f"v{vid}").mkdir(parents=True)
         names = [f"v{vid}/{f}.png" for f in range(3)]

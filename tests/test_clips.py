@@ -162,7 +162,7 @@ def test_collate_pads_to_the_batch_max_and_rescales_boxes(tiny: tuple[Path, Path
     torch.testing.assert_close(batch.images[1, :, :, :40, :40], b.images)
     assert batch.masks[1].shape == (1, 3, 64, 64) and batch.masks[1].sum() == b.masks.sum()
     # boxes now refer to the padded canvas: same pixels
-    torch.testing.assert_close(batch.boxes[0] * torch.tensor([64, 64, 64, 64]), a.boxes * torch.tensor([64, 40, 64, 40]))
+    torch.testing.assert_close(batch.boxes[0] * 64, a.boxes * torch.tensor([64, 40, 64, 40]))
     torch.testing.assert_close(batch.boxes[1] * 64, b.boxes * 40)
     assert batch.video_ids == [1, 2] and batch.frame_ids == [[0, 1, 1], [1, 1, 1]]
     assert batch.labels[1].tolist() == [2] and batch.track_ids[1].tolist() == [31]

@@ -40,7 +40,8 @@ def test_split_selects_by_id_not_position() -> None:
 
 def test_cli_writes_both_halves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train_out, held_out = tmp_path / "t.json", tmp_path / "h.json"
-    argv = ["split", "--ann", str(DAVIS_ANN), "--count", "1", "--train-out", str(train_out), "--held-out", str(held_out)]
+    argv = ["split", "--ann", str(DAVIS_ANN), "--count", "1",
+            "--train-out", str(train_out), "--held-out", str(held_out)]
     assert main(argv) == 0
     assert "held-out: 1 videos, 1 tracks" in capsys.readouterr().out
     train, held = load_annotations(train_out), load_annotations(held_out)

@@ -32,12 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"annotations: {paths.ann_file}")
     print(f"frames:      {paths.frames_dir}")
-    print(f"videos: {report.videos}  frames: {report.frames}  "
-          + (f"tracks: {report.tracks} (crowd {report.crowd_tracks})" if report.has_gt else "no annotations (test split)"))
+    tracks = f"tracks: {report.tracks} (crowd {report.crowd_tracks})" if report.has_gt else "no annotations (test split)"
+    print(f"videos: {report.videos}  frames: {report.frames}  {tracks}")
     if report.has_gt:
         counts = [f"{name} {n}" for name, n in report.tracks_per_class.items() if n]
         empty = sum(n == 0 for n in report.tracks_per_class.values())
-        print("tracks per class: " + (", ".join(counts) or "none") + (f" ({empty} classes without tracks)" if empty else ""))
+        without = f" ({empty} classes without tracks)" if empty else ""
+        print("tracks per class: " + (", ".join(counts) or "none") + without)
     checked = "exist" if args.no_decode else "exist, decode and have the video's size"
     if report.ok:
         print(f"OK: the annotations are valid and all {report.frames} frames {checked}")

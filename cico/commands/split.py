@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="remaining training videos (default: the dataset's train_sub file, "
                              "or STEM_train_sub.json beside --ann)")
     parser.add_argument("--held-out", type=Path, metavar="FILE",
-                        help="held-out videos (default: the dataset's valid_sub file, or STEM_valid_sub.json beside --ann)")
+                        help="held-out videos (default: the dataset's valid_sub file, "
+                             "or STEM_valid_sub.json beside --ann)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 

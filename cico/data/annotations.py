@@ -28,6 +28,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import CicoError
 from .rle import RLE, decode, to_rle
+from .rle import area as rle_area
 
 _VIDEO_KEYS = ("id", "width", "height", "length", "file_names")
 _TRACK_KEYS = ("id", "video_id", "category_id", "iscrowd", "segmentations", "bboxes", "areas", "occlusion")
@@ -203,7 +204,7 @@ def _track(a: dict[str, Any], height: int, width: int) -> Track:
         if bboxes is None:
             bboxes = [None if r is None else [float(x) for x in mask_utils.toBbox(_bytes(r))] for r in rles]
         if areas is None:
-            areas = [None if r is None else float(mask_utils.area(_bytes(r))) for r in rles]
+            areas = [None if r is None else float(rle_area(r)) for r in rles]
     extra = {k: x for k, x in a.items() if k not in _TRACK_KEYS}
     return Track(int(a["id"]), int(a["video_id"]), int(a["category_id"]), bool(a.get("iscrowd", 0)),
                  segmentations, list(bboxes), list(areas), a.get("occlusion"), extra)

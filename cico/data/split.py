@@ -11,7 +11,8 @@ from ..errors import CicoError
 from .annotations import Annotations
 
 
-def held_out_split(ann: Annotations, fraction: float = 0.1, count: int | None = None) -> tuple[Annotations, Annotations]:
+def held_out_split(ann: Annotations, fraction: float = 0.1,
+                   count: int | None = None) -> tuple[Annotations, Annotations]:
     """Split ``ann`` into ``(remaining train, held out)``: the held-out part is its last videos.
 
     Args:
