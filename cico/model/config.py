@@ -15,6 +15,7 @@ checkpoints store it.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
@@ -115,8 +116,8 @@ class ModelConfig:
         return d if self.mask_head == "yolact" else (d + 1) * d + d * d + d + d + d + 1
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples become lists)."""
-        return asdict(self)
+        """A JSON-serialisable dict of plain types (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..inference.detect import detect
@@ -44,6 +45,20 @@ class CiCo(nn.Module):
             config.mask_param_dim, config.track_dim, config.box_tower_layers, config.class_tower_layers,
             config.track_tower_layers, prior_prob=0.01 if config.classifier == "sigmoid" else None)
         self.anchors = AnchorGenerator(config.aspect_ratios)
+        self.memory_format = torch.contiguous_format
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> CiCo:
+        """Run the convolutions in ``memory_format`` (e.g. ``torch.channels_last``); returns ``self``.
+
+        Use this instead of ``model.to(memory_format=torch.channels_last)``, which PyTorch also applies to the
+        5-D weights of the 3D convolutions and then refuses. The 2D conv weights are converted, and ``forward``
+        converts the input frames; activations keep the format through the network.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
+        self.memory_format = memory_format
+        return self
 
     def forward(self, clips: Tensor) -> CiCoOutputs:
         """Run ``clips [B, T, 3, H, W]`` (normalised, zero-padded to multiples of 32).
@@ -58,7 +73,8 @@ class CiCo(nn.Module):
         height, width = clips.shape[-2:]
         if height % 32 or width % 32:
             raise ValueError(f"input size {height}x{width} must be a multiple of 32 (pad the clips)")
-        pyramid = self.fpn(self.backbone(clips.flatten(0, 1)))
+        frames = clips.flatten(0, 1).contiguous(memory_format=self.memory_format)
+        pyramid = self.fpn(self.backbone(frames))
         proto = self.protonet(pyramid[:3])
         loc, conf, centerness, mask_coeff, track = self.head(pyramid)
         priors, prior_levels = self.anchors(pyramid)

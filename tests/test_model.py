@@ -1,0 +1,152 @@
+"""The network's parts and layouts on tiny inputs: the clip 3D convolution, anchors, output shapes and the
+clip-major convention, train/eval outputs, Swin at odd sizes, frozen BN, bf16 autocast + channels_last."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+import cico
+from cico.model.anchors import AnchorGenerator, make_anchors
+from cico.model.backbone import SwinBackbone
+from cico.model.head import ClipConv3d
+from cico.model.protonet import aligned_bilinear
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return cico.build_model("tiny_yolact", num_classes=5).eval()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 4])
+def test_clip_conv3d_equals_conv3d(frames: int) -> None:
+    torch.manual_seed(frames)
+    conv = ClipConv3d(6, 5, frames)
+    ref = nn.Conv3d(6, 5, 3, padding=1)
+    ref.load_state_dict(conv.state_dict())
+    x = torch.randn(2 * frames, 6, 7, 9, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y = conv(x.contiguous(memory_format=torch.channels_last))
+    cube = x_ref.unflatten(0, (2, frames)).transpose(1, 2)
+    y_ref = ref(cube).transpose(1, 2).flatten(0, 1)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y_ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_conv3d_rejects_partial_clips() -> None:
+    with pytest.raises(ValueError, match="3-frame clips"):
+        ClipConv3d(2, 2, 3)(torch.zeros(4, 2, 5, 5))
+
+
+def test_anchor_order_and_values() -> None:
+    priors, levels = make_anchors([(2, 3), (1, 1)], (1.0, 0.5, 2.0))
+    assert priors.shape == (3 * (6 + 1), 4) and priors.dtype == torch.float32
+    assert levels.tolist() == [0] * 18 + [1] * 3
+    # level 0, row y=1, column x=2, aspect ratio 0.5 is anchor (1*3 + 2)*3 + 1
+    cx, cy, w, h = priors[(1 * 3 + 2) * 3 + 1].tolist()
+    assert cx == pytest.approx(2.5 / 3) and cy == pytest.approx(1.5 / 2)
+    assert w == pytest.approx(3 * 0.5 ** 0.5 / 3) and h == pytest.approx(3 / 0.5 ** 0.5 / 2)
+    assert priors[-3:, :2].tolist() == [[0.5, 0.5]] * 3  # P7-like 1x1 level: 3-cell anchors, not clipped
+    generator = AnchorGenerator((1.0, 0.5, 2.0))
+    feats = [torch.zeros(1, 1, 2, 3, dtype=torch.float64), torch.zeros(1, 1, 1, 1, dtype=torch.float64)]
+    first = generator(feats)
+    assert first[0].dtype == torch.float64 and generator(feats)[0] is first[0]
+
+
+def test_aligned_bilinear_keeps_grid_alignment() -> None:
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    y = aligned_bilinear(x, 2)
+    assert y.shape == (1, 1, 4, 6)
+    assert y[0, 0, 1::2, 1::2].tolist() == x[0, 0].tolist()  # input pixels land on odd output pixels
+
+
+def test_output_shapes_and_layouts(tiny: nn.Module) -> None:
+    torch.manual_seed(1)
+    clips = torch.randn(2, 3, 3, 64, 96)
+    with torch.no_grad():
+        out = tiny(clips)
+    head = out.head
+    n = 3 * (8 * 12 + 4 * 6 + 2 * 3 + 1 * 2 + 1 * 1)
+    assert head.loc.shape == (6, n, 12) and head.conf.shape == (6, n, 5)
+    assert head.centerness.shape == (6, n, 1) and head.mask_coeff.shape == (6, n, 32)
+    assert head.track.shape == (6, n, 64) and head.priors.shape == (n, 4) and head.prior_levels.shape == (n,)
+    assert head.proto.shape == (2, 16, 24, 3, 32)
+    assert ((head.centerness > 0) & (head.centerness < 1)).all() and (head.mask_coeff.abs() <= 1).all()
+    torch.testing.assert_close(head.track.norm(dim=-1), torch.ones(6, n))
+    assert (head.proto >= 0).all()
+    # clip-major: clip 1 alone gives the rows 3..5 of the batch (the 3D convs never mix clips)
+    with torch.no_grad():
+        alone = tiny(clips[1:]).head
+    torch.testing.assert_close(alone.loc, head.loc[3:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alone.proto, head.proto[1:], rtol=1e-4, atol=1e-4)
+    assert out.detections is not None and len(out.detections) == 2
+
+
+def test_train_mode_returns_raw_outputs_and_gradients() -> None:
+    torch.manual_seed(2)
+    model = cico.build_model("tiny_condinst", num_classes=4).train()
+    out = model(torch.randn(1, 3, 3, 64, 64))
+    assert out.detections is None and out.head.mask_coeff.shape[-1] == 161
+    loss = sum(t.float().square().mean() for t in (out.head.loc, out.head.conf, out.head.centerness,
+                                                     out.head.mask_coeff, out.head.track, out.head.proto))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_input_checks(tiny: nn.Module) -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        tiny(torch.zeros(1, 3, 3, 64, 80))
+    with pytest.raises(ValueError, match=r"\[B, 3, 3, H, W\]"):
+        tiny(torch.zeros(1, 2, 3, 64, 64))
+
+
+def test_swin_any_input_size() -> None:
+    torch.manual_seed(3)
+    swin = SwinBackbone(depths=(2, 2, 2, 2)).eval()
+    with torch.no_grad():
+        feats = swin(torch.randn(1, 3, 70, 101))  # not a multiple of 4, stages not multiples of 7
+    assert [tuple(f.shape[1:]) for f in feats] == [(192, 9, 13), (384, 5, 7), (768, 3, 4)]
+    assert all(torch.isfinite(f).all() for f in feats)
+    state = swin.state_dict()
+    assert "layers.0.blocks.0.attn.relative_position_index" in state and "norm0.weight" in state
+    assert not swin.norm0.weight.requires_grad
+
+
+def test_frozen_bn_option_loads_trainable_bn_weights(tiny: nn.Module) -> None:
+    frozen = cico.build_model(tiny.config, frozen_bn=True).eval()
+    assert isinstance(frozen.backbone.bn1, FrozenBatchNorm2d)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.backbone.modules())
+    frozen.load_state_dict(tiny.state_dict())
+    x = torch.randn(1, 3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x).head.loc, tiny(x).head.loc, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_autocast_and_channels_last(tiny: nn.Module) -> None:
+    torch.manual_seed(4)
+    clips = torch.randn(1, 3, 3, 64, 96)
+    with torch.no_grad():
+        ref = tiny(clips).head
+        model = cico.build_model(tiny.config).eval()
+        model.load_state_dict(tiny.state_dict())
+        model.set_memory_format(torch.channels_last)
+        assert model.fpn.pred_layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(clips)
+    head = out.head
+    assert head.loc.dtype == torch.bfloat16 and head.priors.dtype == torch.float32
+    for name in ("loc", "conf", "centerness", "mask_coeff", "track", "proto"):
+        ours, want = getattr(head, name).float(), getattr(ref, name)
+        assert torch.isfinite(ours).all(), name
+        assert (ours - want).abs().max() <= 0.1 * want.abs().max() + 1e-3, name
+    assert out.detections is not None
+    with torch.no_grad():
+        torch.testing.assert_close(F.normalize(head.track.float(), dim=-1), head.track.float(), atol=2e-2, rtol=0)
