@@ -13,6 +13,7 @@ import torch
 
 from cico.inference.detect import DetectConfig, detect
 from cico.model.box_coder import center_size, encode
+from cico.model.masks import crop_masks, enlarge_boxes
 from cico.model.outputs import HeadOutputs
 from tests.conftest import REPO
 
@@ -80,6 +81,9 @@ def test_score_threshold_labels_raw_scores_and_order():
     torch.testing.assert_close(dets.boxes_cir, torch.tensor([FAR[1], FAR[0]]), atol=1e-6, rtol=0)
     assert dets.prior_levels.tolist() == [1.0, 0.0]
     assert dets.masks.shape == (2, 2, H, W) and dets.proto.shape == (H, W, 2, 1)
+    # masks belong to their detections: the 1.1x crop of each one's own box
+    crops = crop_masks(torch.ones(2, 2, H, W), enlarge_boxes(dets.boxes_cir, 1.1, 0.1))
+    assert torch.equal(dets.masks > 0.5, crops > 0.5)
 
 
 def test_top_k_keeps_the_best_raw_scores():
@@ -197,9 +201,11 @@ def test_no_candidate_gives_empty_detections_with_the_right_shapes(mask_head):
     assert dets.track.shape == (0, 4) and dets.mask_coeff.shape[0] == 0
 
 
-def test_unknown_classifier_is_rejected():
+def test_unknown_classifier_or_mask_head_is_rejected():
     with pytest.raises(ValueError, match="classifier"):
         detect(_head(_static(FAR[0]), [[0.5]]), classifier="relu", mask_head="yolact")
+    with pytest.raises(ValueError, match="mask head"):
+        detect(_head(_static(FAR[0]), [[0.5]]), classifier="sigmoid", mask_head="solo")
 
 
 _MEMORY_SCRIPT = textwrap.dedent("""

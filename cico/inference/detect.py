@@ -118,6 +118,8 @@ def detect(
     config = config or DetectConfig()
     if classifier not in ("sigmoid", "softmax"):
         raise ValueError(f"unknown classifier {classifier!r}; expected 'sigmoid' or 'softmax'")
+    if mask_head not in ("yolact", "condinst"):
+        raise ValueError(f"unknown mask head {mask_head!r}; expected 'yolact' or 'condinst'")
     num_clips = outputs.proto.shape[0]
     clip_frames = outputs.loc.shape[-1] // 4
     if outputs.loc.shape[0] != num_clips * clip_frames:
@@ -194,16 +196,18 @@ def _detect_clip(
         mask_head, proto, cand.mask_coeff, cand.boxes_cir, config.crop_factor(mask_head), config.crop_min_size
     )
     h, w = masks.shape[-2:]
-    area = (masks > 0.5).sum(dim=(-1, -2)).to(masks.dtype)  # [n, T]
+    binary = masks > 0.5
+    area = binary.sum(dim=(-1, -2))  # [n, T]
     box_wh = center_size(cand.boxes)[..., 2:]
-    cover = area / (h * w) / (box_wh[..., 0] * box_wh[..., 1])
+    cover = area.to(masks.dtype) / (h * w) / (box_wh[..., 0] * box_wh[..., 1])
     keep = torch.nonzero(
         (area > config.min_mask_area).any(dim=-1) & (cover > config.min_mask_cover).any(dim=-1)
     ).flatten()
-    cand, masks = cand[keep], masks[keep]
+    # The mask tensors are large: they stay unfiltered and are indexed through ``keep``.
+    cand, area = cand[keep], area[keep]
     frame_iou, cir_iou = frame_iou[:, keep][:, :, keep], cir_iou[keep][:, keep]
 
-    index, labels = _fast_nms(cand, masks, frame_iou, cir_iou, config)
+    index, labels = _fast_nms(cand, binary, keep, area, frame_iou, cir_iou, config)
     scores = cand.probs[index, labels]
     order = scores.sort(descending=True, stable=True).indices
     index, labels = index[order], labels[order]
@@ -212,7 +216,7 @@ def _detect_clip(
         scores=scores[order],
         boxes=cand.boxes[index],
         boxes_cir=cand.boxes_cir[index],
-        masks=masks[index],
+        masks=masks[keep[index]],
         track=cand.track[index],
         mask_coeff=cand.mask_coeff[index],
         prior_levels=cand.prior_levels[index],
@@ -228,13 +232,20 @@ def _max_over_higher_ranked(iou: Tensor) -> Tensor:
 
 
 def _fast_nms(
-    cand: _Candidates, masks: Tensor, frame_iou: Tensor, cir_iou: Tensor, config: DetectConfig
+    cand: _Candidates,
+    binary: Tensor,
+    mask_index: Tensor,
+    area: Tensor,
+    frame_iou: Tensor,
+    cir_iou: Tensor,
+    config: DetectConfig,
 ) -> tuple[Tensor, Tensor]:
     """Per-class Fast NMS on the clip IoU ``0.25 BIoU + 0.25 BIoU_cir + 0.5 MIoU``.
 
     Args:
         cand: ``n`` candidates in rescored order.
-        masks: ``[n, T, h, w]`` mask probabilities.
+        binary: ``[n', T, h, w]`` binarised masks (``> 0.5``), candidate ``i`` owning row
+            ``mask_index[i]``; ``area``: ``[n, T]`` the candidates' mask pixel counts.
         frame_iou: ``[T, n, n]`` per-frame box IoU; ``cir_iou``: ``[n, n]`` circumscribed-box IoU.
 
     Returns:
@@ -256,12 +267,11 @@ def _fast_nms(
     local[sub] = torch.arange(sub.numel(), device=device)
 
     # Frame-flag-weighted box and mask IoU, computed once for all involved candidates.
-    binary = masks[sub] > 0.5  # [s, T, h, w]
-    flag_t = (binary.sum(dim=(-1, -2)) > config.min_mask_area).t()  # [T, s]
+    flag_t = (area[sub] > config.min_mask_area).t()  # [T, s]
     flag = flag_t[:, :, None] & flag_t[:, None, :]  # [T, s, s]
     num_flags = flag.sum(dim=0).clamp(min=1)
     box_iou_f = (frame_iou[:, sub][:, :, sub] * flag).sum(dim=0) / num_flags
-    binary = binary.transpose(0, 1)  # [T, s, h, w]
+    binary = binary[mask_index[sub]].transpose(0, 1)  # [T, s, h, w]
     miou_t = mask_iou(binary, binary).to(box_iou_f.dtype)  # [T, s, s]
     miou = (miou_t * flag).sum(dim=0) / num_flags
     miou[((miou_t > config.coincident_mask_iou) & flag).any(dim=0)] = 1.0

@@ -96,19 +96,26 @@ def yolact_masks(proto: Tensor, coeff: Tensor) -> Tensor:
     Returns:
         ``[n, T, h, w]`` mask probabilities.
     """
-    return torch.sigmoid(proto @ coeff.t()).permute(3, 2, 0, 1)
+    h, w, t, d = proto.shape
+    frames = proto.permute(2, 0, 1, 3).reshape(t * h * w, d)
+    return torch.sigmoid(coeff @ frames.t()).reshape(-1, t, h, w)
 
 
-def _condinst_logits(feats: Tensor, gauss: Tensor, params: Tensor) -> Tensor:
-    """The dynamic 1x1 conv stack on ``feats [8, T, P]`` for ``params [n, 161]``, ``gauss [n, P]``."""
+def _condinst_logits(feats: Tensor, gauss: Tensor, params: Tensor, clip_frames: int) -> Tensor:
+    """The dynamic 1x1 conv stack for ``params [n, 161]`` on ``feats [8, T*P]`` and ``gauss [n, P]``.
+
+    Returns ``[n, T*P]`` logits. Layer 0 is one GEMM over all instances (the features are shared)
+    plus the Gaussian channel's contribution; layers 1 and 2 are batched matmuls with fused bias.
+    """
     n, c = params.shape[0], CONDINST_CHANNELS
     w0, w1, w2, b0, b1, b2 = torch.split(params, CONDINST_SPLITS, dim=1)
     w0 = w0.reshape(n, c, c + 1)  # out-channel major; input channel 0 is the Gaussian map
-    x = torch.einsum("noc,ctp->notp", w0[:, :, 1:], feats)
-    x = x + w0[:, :, 0, None, None] * gauss[:, None, None, :] + b0[:, :, None, None]
-    x = torch.relu(x)
-    x = torch.relu(torch.einsum("noc,nctp->notp", w1.reshape(n, c, c), x) + b1[:, :, None, None])
-    return torch.einsum("nc,nctp->ntp", w2, x) + b2[:, :, None]
+    gauss_term = torch.addcmul(b0[:, :, None], w0[:, :, 0, None], gauss[:, None, :])  # [n, c, P]
+    # In-place bias/ReLU are autograd-safe here: mm and baddbmm do not save their outputs.
+    x = (w0[:, :, 1:].reshape(n * c, c) @ feats).reshape(n, c, clip_frames, -1)
+    x = x.add_(gauss_term[:, :, None, :]).relu_().reshape(n, c, -1)
+    x = torch.baddbmm(b1[:, :, None], w1.reshape(n, c, c), x).relu_()
+    return torch.baddbmm(b2[:, :, None], w2[:, None, :], x).squeeze(1)
 
 
 def condinst_masks(proto: Tensor, params: Tensor, boxes_cir: Tensor) -> Tensor:
@@ -135,10 +142,10 @@ def condinst_masks(proto: Tensor, params: Tensor, boxes_cir: Tensor) -> Tensor:
         )
     if params.shape[0] == 0:
         return proto.new_zeros(0, t, h, w)
-    feats = proto.permute(3, 2, 0, 1).reshape(c, t, h * w)
+    feats = proto.permute(3, 2, 0, 1).reshape(c, t * h * w)
     gauss = gaussian_rel_coords(boxes_cir.detach().to(proto.dtype), h, w).reshape(-1, h * w)
     chunk = max(1, _CONDINST_CHUNK_ELEMENTS // (c * t * h * w))
-    logits = [_condinst_logits(feats, g, p) for g, p in zip(gauss.split(chunk), params.split(chunk))]
+    logits = [_condinst_logits(feats, g, p, t) for g, p in zip(gauss.split(chunk), params.split(chunk))]
     return torch.sigmoid(torch.cat(logits)).reshape(-1, t, h, w)
 
 
