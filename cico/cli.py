@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("split", "write a deterministic held-out split of a training annotation file"),
     "evaluate": ("evaluate", "score a results file against ground truth (official YouTube-VIS metric)"),
     "convert": ("convert", "import a reference CiCo checkpoint (.pth) as a cico checkpoint"),
+    "train": ("train", "train a CiCo model (one process or torchrun/DDP), resumable, with periodic evaluation"),
+    "predict": ("predict", "segment and track the objects of a video, frame folder, dataset split or camera"),
 }
 
 

@@ -1,0 +1,178 @@
+"""Rendering predictions: an mp4 with coloured masks, boxes and labels, and per-frame PNG id masks.
+
+The drawing follows the reference's ``--display`` (spec §5.6): masks alpha-blended with α = 0.55 in a
+colour chosen by track id (``PALETTE[(id * 5) % 19]``), the highest-scoring track on top; a solid box for a
+track detected in the clip and a dotted one for a propagated track; the text ``class: score: id``.
+
+Videos are encoded with PyAV (H.264 when available, else MPEG-4) at the source's frame rate. Every file is
+written under a temporary name and moved into place when complete, so an interrupted run leaves no
+truncated output.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..inference.video import FrameResult
+
+# The 19 colours of the reference's display (Material Design palette), RGB.
+PALETTE_RGB: tuple[tuple[int, int, int], ...] = (
+    (244, 67, 54), (233, 30, 99), (156, 39, 176), (103, 58, 183), (63, 81, 181), (33, 150, 243),
+    (3, 169, 244), (0, 188, 212), (0, 150, 136), (76, 175, 80), (139, 195, 74), (205, 220, 57),
+    (255, 235, 59), (255, 193, 7), (255, 152, 0), (255, 87, 34), (121, 85, 72), (158, 158, 158),
+    (96, 125, 139),
+)
+MASK_ALPHA = 0.55
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """BGR colour of a track id (the reference's ``COLORS[(id * 5) % 19]``)."""
+    r, g, b = PALETTE_RGB[(track_id * 5) % len(PALETTE_RGB)]
+    return b, g, r
+
+
+def draw_frame(frame: FrameResult, class_names: Sequence[str], alpha: float = MASK_ALPHA) -> np.ndarray:
+    """The frame with its tracks drawn: BGR ``uint8 [H, W, 3]`` (a new array)."""
+    image = frame.image.astype(np.float32)
+    order = np.argsort(-frame.scores, kind="stable")
+    for j in order[::-1]:  # lowest score first, so the best track ends on top
+        colour = np.asarray(track_colour(int(frame.ids[j])), dtype=np.float32)
+        mask = frame.masks[j]
+        image[mask] = image[mask] * (1 - alpha) + colour * alpha
+    out = image.round().clip(0, 255).astype(np.uint8)
+    thickness = max(1, min(out.shape[:2]) // 240)
+    for j in order[::-1]:
+        track_id, label = int(frame.ids[j]), int(frame.labels[j])
+        colour = track_colour(track_id)
+        x1, y1, x2, y2 = (int(v) for v in frame.boxes[j])
+        if frame.tracked[j] == 0:
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        else:
+            _dotted_rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
+        _label(out, f"{name}: {frame.scores[j]:.2f}: {track_id}", (x1, y1), colour)
+    return out
+
+
+def _dotted_rectangle(image: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], colour, thickness: int,
+                      gap: int = 10) -> None:
+    (x1, y1), (x2, y2) = p1, p2
+    for x in range(x1, x2 + 1, gap):
+        cv2.circle(image, (x, y1), thickness, colour, -1)
+        cv2.circle(image, (x, y2), thickness, colour, -1)
+    for y in range(y1, y2 + 1, gap):
+        cv2.circle(image, (x1, y), thickness, colour, -1)
+        cv2.circle(image, (x2, y), thickness, colour, -1)
+
+
+def _label(image: np.ndarray, text: str, corner: tuple[int, int], colour) -> None:
+    font, scale, thick = cv2.FONT_HERSHEY_DUPLEX, max(0.4, min(image.shape[:2]) / 960), 1
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
+    x = min(max(corner[0], 0), max(image.shape[1] - tw, 0))
+    y = max(corner[1], th + 4)
+    cv2.rectangle(image, (x, y - th - 4), (x + tw, y), colour, -1)
+    cv2.putText(image, text, (x, y - 3), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+
+class Mp4Writer:
+    """Encodes BGR frames into an mp4 file, moved into place by :meth:`close`.
+
+    Args:
+        path: the output file.
+        fps: frame rate.
+        crf: H.264 quality (lower is better; 23 is FFmpeg's default).
+
+    Frames may have odd sizes; they are padded by one pixel where the 4:2:0 encoder needs even ones.
+    Use as a context manager: on an exception the partial file is removed.
+    """
+
+    def __init__(self, path: str | Path, fps: float, crf: int = 20) -> None:
+        import av
+        from fractions import Fraction
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        self._container = av.open(str(self._partial), mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream(codec, rate=rate)
+        self._stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self._stream.options = {"crf": str(crf)}
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one BGR ``uint8 [H, W, 3]`` frame."""
+        import av
+
+        h, w = image.shape[:2]
+        if self._size is None:
+            self._size = (h + h % 2, w + w % 2)
+            self._stream.height, self._stream.width = self._size
+        if (h, w) != self._size:
+            image = cv2.copyMakeBorder(image, 0, self._size[0] - h, 0, self._size[1] - w, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Flush the encoder and move the file into place; returns its path."""
+        if self.frames:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        self._container.close()
+        if not self.frames:
+            self._partial.unlink(missing_ok=True)
+            raise ValueError(f"no frames were written to {self.path}")
+        os.replace(self._partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        try:
+            self._container.close()
+        finally:
+            self._partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def id_mask(frame: FrameResult) -> np.ndarray:
+    """The frame's instance-id image ``[H, W]``: ``track id + 1`` where a track is, 0 elsewhere.
+
+    Where masks overlap, the higher-scoring track wins. ``uint8`` when every value fits, else ``uint16``.
+    """
+    height, width = frame.image.shape[:2]
+    top = int(frame.ids.max()) + 1 if len(frame.ids) else 0
+    if top > np.iinfo(np.uint16).max:
+        raise ValueError(f"track id {top - 1} does not fit a 16-bit PNG")
+    out = np.zeros((height, width), dtype=np.uint8 if top <= 255 else np.uint16)
+    for j in np.argsort(frame.scores, kind="stable"):  # best last, so it wins
+        out[frame.masks[j]] = int(frame.ids[j]) + 1
+    return out
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a PNG (8- or 16-bit) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.png")
+    if not cv2.imwrite(str(partial), image):
+        raise OSError(f"cannot write {path}")
+    os.replace(partial, path)
+    return path
