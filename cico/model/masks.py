@@ -123,7 +123,7 @@ def condinst_masks(proto: Tensor, params: Tensor, boxes_cir: Tensor) -> Tensor:
 
     Input channels are ``[Gaussian map of boxes_cir, 8 mask features]``; layers are
     conv-relu-conv-relu-conv-sigmoid, all 1x1 and shared by the T frames. Implemented as batched
-    einsums over all instances (in memory-bounded chunks of instances), not a per-instance loop.
+    matrix products over all instances (in chunks that bound the memory), not a per-instance loop.
     As in the reference the Gaussian map carries no gradient to the boxes.
 
     Args:
