@@ -11,7 +11,6 @@ from cico.model.box_coder import center_size, decode, encode
 from cico.model.outputs import HeadOutputs
 from cico.training.losses import (
     CiCoLoss,
-    LossConfig,
     box_area_pixels,
     centerness_bce,
     diou_loss,
@@ -97,7 +96,7 @@ def _batch(num_classes: int = 2, focal: bool = True, seed: int = 0):
 
 def test_every_term_against_a_hand_computation() -> None:
     head, boxes, masks, labels = _batch()
-    losses = CiCoLoss(LossConfig(num_classes=2))(head, boxes, masks, labels)
+    losses = CiCoLoss(2)(head, boxes, masks, labels)
     # anchor 0 = gt (IoU 1, forced), anchor 1 IoU 0.9 (positive), anchor 2 far (negative);
     # supplemented: frame 1 also at gt -> positives (rows 2, 3) x (anchors 0, 1); rows 0, 1 neutral
     positives = [(k, a) for k in (2, 3) for a in (0, 1)]
@@ -162,7 +161,7 @@ def test_every_term_against_a_hand_computation() -> None:
 
 def test_softmax_classifier_with_hard_negatives() -> None:
     head, boxes, masks, labels = _batch(focal=False)
-    losses = CiCoLoss(LossConfig(num_classes=2, focal=False))(head, boxes, masks, labels)
+    losses = CiCoLoss(2, focal=False)(head, boxes, masks, labels)
     # 4 positives (label 2), only 2 negatives (anchor 2 of rows 2, 3): min(3*4, 12-1) keeps both
     rows = [(2, 0, 2), (2, 1, 2), (3, 0, 2), (3, 1, 2), (2, 2, 0), (3, 2, 0)]
     logits = torch.stack([head.conf[k, a] for k, a, _ in rows])
@@ -179,7 +178,7 @@ def test_hard_negative_mining_keeps_the_most_confident_negatives() -> None:
                        mask_coeff=torch.zeros(T, N, 2), track=F.normalize(torch.ones(T, N, 2), dim=-1),
                        priors=priors, prior_levels=torch.zeros(N), proto=torch.zeros(1, 4, 4, T, 2))
     boxes = [torch.tensor([[[0.0, 0.0, 0.5, 0.5]]])]
-    losses = CiCoLoss(LossConfig(num_classes=C, focal=False))(
+    losses = CiCoLoss(C, focal=False)(
         head, boxes, [torch.zeros(1, T, 8, 8)], [torch.tensor([1])])
     chosen = [0, N - 3, N - 2, N - 1]  # the positive and the 3 hardest negatives
     expected = F.cross_entropy(conf[0, chosen], torch.tensor([1, 0, 0, 0])) * 5
@@ -194,7 +193,7 @@ def test_batches_without_objects_or_positives_give_zero_terms_that_backpropagate
     if kind == "condinst":
         head.mask_coeff = torch.zeros(4, 3, 161, requires_grad=True)
         head.proto = torch.rand(2, 4, 4, 2, 8, requires_grad=True)
-    loss = CiCoLoss(LossConfig(num_classes=2, focal=focal, mask_kind=kind))
+    loss = CiCoLoss(2, kind, focal)
     empty = loss(head, [torch.zeros(0, 2, 4)] * 2, [torch.zeros(0, 2, 8, 8)] * 2,
                  [torch.zeros(0, dtype=torch.long)] * 2)
     assert all(v.item() == 0.0 for v in empty.values())
@@ -216,7 +215,7 @@ def test_condinst_mask_term_runs_and_reaches_the_parameters() -> None:
     head, boxes, masks, labels = _batch()
     head.mask_coeff = (torch.randn(4, 3, 161) * 0.3).requires_grad_()
     head.proto = torch.rand(2, 4, 4, 2, 8, requires_grad=True)
-    losses = CiCoLoss(LossConfig(num_classes=2, mask_kind="condinst"))(head, boxes, masks, labels)
+    losses = CiCoLoss(2, "condinst")(head, boxes, masks, labels)
     assert losses["mask"].item() > 0
     losses["mask"].backward()
     assert head.mask_coeff.grad[2:, :2].abs().sum() > 0  # positives get gradients

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import distance_box_iou_loss, sigmoid_focal_loss
 
 from ..model.box_coder import circumscribed, decode
+from ..model.config import ModelConfig
 from ..model.masks import clip_masks
 from ..model.outputs import HeadOutputs
 from .matcher import ClipTargets, MatchConfig, match_batch
@@ -38,9 +39,6 @@ class LossConfig:
     """Loss settings; the defaults are the reference YouTube-VIS values (§1.3).
 
     Attributes:
-        num_classes: ``C``, foreground classes.
-        mask_kind: ``"yolact"`` (prototype coefficients) or ``"condinst"`` (dynamic mask head).
-        focal: sigmoid focal classification (YouTube-VIS); ``False`` = softmax with OHEM (OVIS).
         focal_alpha, focal_gamma: focal-loss parameters.
         negpos_ratio: hard negatives per positive for the softmax classifier.
         class_weight, box_weight, diou_weight, center_weight, track_weight: loss weights.
@@ -50,9 +48,6 @@ class LossConfig:
         match: the matcher's thresholds and quirks.
     """
 
-    num_classes: int
-    mask_kind: str = "yolact"
-    focal: bool = True
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     negpos_ratio: int = 3
@@ -149,11 +144,25 @@ def _graph_zero(*tensors: Tensor) -> Tensor:
 
 
 class CiCoLoss(nn.Module):
-    """Matches a batch and returns the weighted loss terms (their plain sum is the training loss)."""
+    """Matches a batch and returns the weighted loss terms (their plain sum is the training loss).
 
-    def __init__(self, cfg: LossConfig) -> None:
+    Args:
+        num_classes: ``C``, foreground classes.
+        mask_kind: ``"yolact"`` (prototype coefficients) or ``"condinst"`` (dynamic mask head).
+        focal: sigmoid focal classification (YouTube-VIS); ``False``: softmax with OHEM (OVIS).
+        cfg: weights and settings (the reference's by default).
+    """
+
+    def __init__(self, num_classes: int, mask_kind: str = "yolact", focal: bool = True,
+                 cfg: LossConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.num_classes, self.mask_kind, self.focal = num_classes, mask_kind, focal
+        self.cfg = cfg or LossConfig()
+
+    @classmethod
+    def for_model(cls, config: ModelConfig, cfg: LossConfig | None = None) -> CiCoLoss:
+        """The loss of a network configuration (classes, mask head, sigmoid or softmax classifier)."""
+        return cls(config.num_classes, config.mask_head, config.classifier == "sigmoid", cfg)
 
     def forward(self, head: HeadOutputs, boxes: list[Tensor], masks: list[Tensor],
                 labels: list[Tensor]) -> dict[str, Tensor]:
@@ -204,10 +213,10 @@ class CiCoLoss(nn.Module):
         cfg = self.cfg
         conf_t = targets.labels
         n_pos = int((conf_t > 0).sum())
-        if cfg.focal:
+        if self.focal:
             keep = conf_t >= 0
             logits = head.conf[keep]  # [M, C]
-            onehot = F.one_hot(conf_t[keep], cfg.num_classes + 1)[:, 1:].to(logits.dtype)
+            onehot = F.one_hot(conf_t[keep], self.num_classes + 1)[:, 1:].to(logits.dtype)
             loss = sigmoid_focal_loss(logits, onehot, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma,
                                       reduction="sum")
             return loss / max(n_pos, 1) * cfg.class_weight
@@ -252,7 +261,7 @@ class CiCoLoss(nn.Module):
                                      align_corners=False) > 0.5  # [n_obj, T, h4, w4]
             mask_t = gt_small[obj_p].to(head.proto.dtype)
             box_cir = circumscribed(targets.boxes[b][obj_p])  # [n_p, 4]
-            pred = clip_masks(cfg.mask_kind, head.proto[b], coeff, box_cir,
+            pred = clip_masks(self.mask_kind, head.proto[b], coeff, box_cir,
                               cfg.mask_crop_factor, cfg.mask_crop_min)  # [n_p, T, h4, w4]
             bce = F.binary_cross_entropy(pred, mask_t, reduction="none").sum(dim=(2, 3))  # [n_p, T]
             bce = bce / box_area_pixels(box_cir, h4, w4)[:, None]
