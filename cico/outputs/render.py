@@ -86,19 +86,21 @@ class Mp4Writer:
         path: the output file.
         fps: frame rate.
         crf: H.264 quality (lower is better; 23 is FFmpeg's default).
+        faststart: put the index at the front of the file (playable while downloading).
 
     Frames may have odd sizes; they are padded by one pixel where the 4:2:0 encoder needs even ones.
     Use as a context manager: on an exception the partial file is removed.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 20) -> None:
+    def __init__(self, path: str | Path, fps: float, crf: int = 20, faststart: bool = True) -> None:
         import av
         from fractions import Fraction
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
-        self._container = av.open(str(self._partial), mode="w")
+        self._container = av.open(str(self._partial), mode="w",
+                                  options={"movflags": "faststart"} if faststart else {})
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self._stream = self._container.add_stream(codec, rate=rate)
