@@ -15,7 +15,7 @@ from cico.inference.detect import DetectConfig, detect
 from cico.model.box_coder import center_size, encode
 from cico.model.masks import crop_masks, enlarge_boxes
 from cico.model.outputs import HeadOutputs
-from tests.conftest import REPO
+from conftest import REPO
 
 H = W = 32
 

@@ -12,7 +12,7 @@ import torch
 
 from cico.inference.detect import detect
 from cico.model.outputs import ClipDetections, HeadOutputs
-from tests.conftest import GOLDEN_DIR
+from conftest import GOLDEN_DIR
 
 
 def _network_cases() -> list:
