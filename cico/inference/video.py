@@ -177,7 +177,7 @@ class VideoPredictor:
                  score_thresh: float | None = None) -> None:
         config = model.config
         if not 0 <= overlap < config.clip_frames:
-            raise ValueError(f"--overlap must be in [0, {config.clip_frames - 1}] for a model with "
+            raise ValueError(f"overlap must be in [0, {config.clip_frames - 1}] for a model with "
                              f"{config.clip_frames}-frame clips, got {overlap}")
         if batch_clips < 1:
             raise ValueError(f"batch_clips must be >= 1, got {batch_clips}")
@@ -188,7 +188,7 @@ class VideoPredictor:
             model.config = replace(config, detect=replace(config.detect, score_thresh=score_thresh))
             link = replace(link, score_thresh=score_thresh)
         if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.set_memory_format(torch.channels_last)
         self.model = model.eval()
         self.overlap = overlap
         self.batch_clips = batch_clips
@@ -233,7 +233,7 @@ class VideoPredictor:
             detections = self._forward(inputs)
             for clip, dets in zip(batch, detections):
                 tracks = self.tracker(dets, clip.frame_ids, clip.is_first)
-                frames = self._frames(clip, tracks, resized, inputs.shape[-2:])
+                frames = original_frames(clip, tracks, resized, inputs.shape[-2:])
                 result = ClipResult(video, clip, dets, tracks, frames)
                 if on_clip is not None:
                     on_clip(result)
@@ -294,31 +294,44 @@ class VideoPredictor:
             detections = [_float32(d) for d in detections]
         return detections
 
-    @torch.inference_mode()
-    def _frames(self, clip: Clip, tracks: TrackedClip, resized: tuple[int, int],
-                padded: Sequence[int]) -> list[FrameResult]:
-        """Back to the original resolution (spec §5.4) for the clip's output frames."""
-        height, width = clip.images[0].shape[:2]
-        positions = [t for _, t in clip.outputs]
-        k = len(tracks)
-        masks = tracks.masks[:, positions]  # [k, F, h4, w4] probabilities
-        h4, w4 = masks.shape[-2:]
-        valid = masks[..., :int(resized[0] / padded[0] * h4), :int(resized[1] / padded[1] * w4)]
-        if k:
-            full = F.interpolate(valid.float().flatten(0, 1)[None], (height, width), mode="bilinear",
-                                 align_corners=False)[0] > 0.5
-            full = full.unflatten(0, (k, len(positions))).cpu().numpy()
-        else:
-            full = np.zeros((0, len(positions), height, width), dtype=bool)
-        boxes = tracks.boxes[:, positions].float()  # [k, F, 4] normalised on the padded canvas
-        scale = boxes.new_tensor([padded[1] / resized[1], padded[0] / resized[0]] * 2)
-        boxes = ((boxes * scale).clamp(0, 1) * boxes.new_tensor([width, height] * 2)).long().cpu().numpy()
-        ids = tracks.ids.cpu().numpy()
-        labels = tracks.labels.cpu().numpy()
-        scores = tracks.scores.float().cpu().numpy()
-        tracked = tracks.tracked_mask.cpu().numpy()
-        return [FrameResult(frame_id, clip.images[t], ids, labels, scores, tracked, boxes[:, i], full[:, i])
-                for i, (frame_id, t) in enumerate(clip.outputs)]
+
+@torch.inference_mode()
+def original_frames(clip: Clip, tracks: TrackedClip, resized: tuple[int, int],
+                    padded: Sequence[int]) -> list[FrameResult]:
+    """The clip's output frames at the original resolution (spec §5.4).
+
+    Mask probabilities ``[k, T, h4, w4]`` are cropped to the part that covers the resized image,
+    ``[:int(H'/Hp·h4), :int(W'/Wp·w4)]``, resized bilinearly (``align_corners=False``) to the frame size
+    and thresholded at 0.5; boxes are rescaled from the padded canvas to the resized image, clamped to
+    [0, 1] and scaled to pixels.
+
+    Args:
+        clip: the clip (its frames and output positions).
+        tracks: the tracker's output for the clip.
+        resized: ``(H', W')`` the frames' size after the test resize.
+        padded: ``(Hp, Wp)`` the network input size.
+    """
+    height, width = clip.images[0].shape[:2]
+    positions = [t for _, t in clip.outputs]
+    k = len(tracks)
+    masks = tracks.masks[:, positions]  # [k, F, h4, w4] probabilities
+    h4, w4 = masks.shape[-2:]
+    valid = masks[..., :int(resized[0] / padded[0] * h4), :int(resized[1] / padded[1] * w4)]
+    if k:
+        full = F.interpolate(valid.float().flatten(0, 1)[None], (height, width), mode="bilinear",
+                             align_corners=False)[0] > 0.5
+        full = full.unflatten(0, (k, len(positions))).cpu().numpy()
+    else:
+        full = np.zeros((0, len(positions), height, width), dtype=bool)
+    boxes = tracks.boxes[:, positions].float()  # [k, F, 4] normalised on the padded canvas
+    scale = boxes.new_tensor([padded[1] / resized[1], padded[0] / resized[0]] * 2)
+    boxes = ((boxes * scale).clamp(0, 1) * boxes.new_tensor([width, height] * 2)).long().cpu().numpy()
+    ids = tracks.ids.cpu().numpy()
+    labels = tracks.labels.cpu().numpy()
+    scores = tracks.scores.float().cpu().numpy()
+    tracked = tracks.tracked_mask.cpu().numpy()
+    return [FrameResult(frame_id, clip.images[t], ids, labels, scores, tracked, boxes[:, i], full[:, i])
+            for i, (frame_id, t) in enumerate(clip.outputs)]
 
 
 @dataclass
