@@ -375,3 +375,26 @@ def test_more_than_100_results_per_video_and_class() -> None:
         for i in range(230)
     ]  # fmt: skip
     _check(gt, results)
+
+
+def test_many_score_ties_within_and_across_videos() -> None:
+    # Long runs of equal scores broken by a few higher ones: numpy's default (unstable) sort reorders
+    # such ties, the official mergesort keeps file order within a video and video-id order across.
+    rng = np.random.default_rng(7)
+    h, w = 6, 7
+    masks = {v: _blob(rng, h, w) for v in range(1, 31)}
+    gt = {
+        "videos": [{"id": v, "height": h, "width": w} for v in masks],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": v, "video_id": v, "category_id": 1, "iscrowd": 0, "segmentations": [encode(m)],
+                         "areas": [int(m.sum())]} for v, m in masks.items()],
+    }  # fmt: skip
+    results = []
+    for v in reversed(masks):
+        hit = v % 2 == 1
+        results.append({"video_id": v, "category_id": 1, "score": 0.9 if v % 7 == 0 else 0.5,
+                        "segmentations": [encode(masks[v] if hit else 1 - masks[v])]})  # fmt: skip
+    for i in range(40):  # video 3: 40 results, ties with a few higher scores in between
+        results.append({"video_id": 3, "category_id": 1, "score": 0.8 if i % 13 == 5 else 0.5,
+                        "segmentations": [encode(masks[3] if i in (4, 19, 33) else 1 - masks[3])]})  # fmt: skip
+    _check(gt, results)

@@ -6,6 +6,10 @@ wrong types, missing keys, a malformed RLE, a result on a video the ground truth
 raises a one-line :class:`~cico.errors.CicoError` naming the file and the place; what the official
 code silently accepts (a result of an unknown category, a GT track of an unknown video or category)
 is accepted the same way. The rules are those of ``/work/shared/spec/ytvis_eval.md`` §1-§2.
+
+The ground truth is not read through :mod:`cico.data.annotations` on purpose: its checks are those
+of a training file (every list as long as the video, masks of the video's size, no dangling ids),
+stricter than the official evaluator, whose results the metric must reproduce on any input it takes.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..data.annotations import read_json as read_annotations_json
 from ..data.rle import RLE, to_rle
 from ..errors import CicoError
 
@@ -80,34 +85,31 @@ class GroundTruth:
 
 
 def read_json(path: Source, what: str) -> Any:
-    """Parse a JSON file, or the ``results.json`` (or single ``.json``) inside a ``.zip``.
+    """Parse a JSON file, or the ``results.json`` (or only ``.json``) inside a CodaLab ``.zip``.
 
     ``what`` names the file's role in messages ("ground truth", "results").
     """
     path = Path(path)
+    if path.suffix.lower() != ".zip":
+        return read_annotations_json(path)
     try:
-        if path.suffix.lower() == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.lower().endswith(".json")]
-                name = "results.json" if "results.json" in names else (names[0] if len(names) == 1 else None)
-                if name is None:
-                    raise CicoError(f"the zip holds no results.json (found: {names or 'no JSON file'})", path)
-                with archive.open(name) as stream:
-                    return json.load(stream)
-        with path.open("rb") as stream:
-            return json.load(stream)
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.lower().endswith(".json")]
+            name = "results.json" if "results.json" in names else (names[0] if len(names) == 1 else None)
+            if name is None:
+                raise CicoError(f"the zip holds no results.json (found: {names or 'no JSON file'})", path)
+            with archive.open(name) as stream:
+                return json.load(stream)
     except FileNotFoundError:
         raise CicoError(f"no such {what} file", path) from None
-    except IsADirectoryError:
-        raise CicoError(f"is a directory, not a {what} JSON file", path) from None
     except json.JSONDecodeError as err:
-        raise CicoError(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})", path) from None
+        raise CicoError(f"broken JSON in the zip: {err.msg} at line {err.lineno} column {err.colno}", path) from None
     except UnicodeDecodeError:
-        raise CicoError("not valid JSON (not UTF-8 text)", path) from None
+        raise CicoError("broken JSON in the zip: not UTF-8 text", path) from None
     except zipfile.BadZipFile:
         raise CicoError("not a valid zip file", path) from None
     except OSError as err:
-        raise CicoError(f"cannot read {what} file ({err.strerror or err})", path) from None
+        raise CicoError(f"cannot read: {err.strerror or err}", path) from None
 
 
 def _integer(value: Any, where: str, source: str) -> int:

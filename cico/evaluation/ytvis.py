@@ -244,8 +244,8 @@ def evaluate(
     tracks, dropped = load_results(results, truth)
     if dropped:
         warnings.warn(
-            f"{sum(dropped.values())} results have categories that are not in the ground truth and are"
-            f" ignored (category ids {sorted(dropped)[:10]})",
+            f"ignored {sum(dropped.values())} result(s) whose category is not in the ground truth"
+            f" (category ids {sorted(dropped)[:10]})",
             EvaluationWarning,
             stacklevel=2,
         )

@@ -1,0 +1,175 @@
+"""Speed of the YouTube-VIS metric on a YouTube-VIS-2019-val-sized synthetic case.
+
+Default case: 300 videos x 36 frames at 720x1280, 40 categories, 10 GT tracks and 100 result tracks
+per video. GT objects are ellipses with wobbly outlines moving across the frame (small, medium and
+large ones), sometimes absent; results are noisy copies of the GT (shifted, rescaled, sometimes the
+wrong class) plus false positives. GT masks are uncompressed RLE (as in the official annotation
+files), results compressed RLE strings (as models write them). Masks are built as run lengths
+directly from the per-column extent of each shape, so generation is fast.
+
+Prints one JSON line: sizes, generation time and evaluation time (and with ``--from-files`` the
+time of ``cico.evaluation.evaluate`` on the written JSON files, parsing included).
+
+    python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--from-files]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from cico.evaluation import EvaluationWarning, evaluate
+
+HEIGHT, WIDTH = 720, 1280
+NUM_CATEGORIES = 40
+
+
+def shape_counts(rng: np.random.Generator, cx, cy, rx, ry) -> list[list[int] | None]:
+    """Uncompressed column-major RLE counts of one wobbly ellipse per frame (``None`` if off-frame).
+
+    ``cx, cy, rx, ry`` are ``[F]`` arrays; rows are kept inside ``[1, HEIGHT-1)`` so that every
+    column's run is surrounded by background.
+    """
+    frames = len(cx)
+    x0 = np.clip(np.ceil(cx - rx), 0, WIDTH - 1).astype(np.int64)
+    x1 = np.clip(np.floor(cx + rx), 0, WIDTH - 1).astype(np.int64)
+    ncol = np.maximum(x1 - x0 + 1, 0)
+    frame = np.repeat(np.arange(frames), ncol)
+    start = np.concatenate([[0], np.cumsum(ncol)[:-1]])
+    x = x0[frame] + np.arange(frame.size) - start[frame]
+    half = ry[frame] * np.sqrt(np.clip(1 - ((x - cx[frame]) / rx[frame]) ** 2, 0, None))
+    phase = rng.uniform(0, 2 * np.pi, (frames, 2))
+    wobble = 0.06 * ry[frame]
+    top = np.clip(np.round(cy[frame] - half + wobble * np.sin(x / 9 + phase[frame, 0])), 1, HEIGHT - 1).astype(np.int64)
+    bot = np.clip(np.round(cy[frame] + half + wobble * np.sin(x / 7 + phase[frame, 1])), 1, HEIGHT - 1).astype(np.int64)
+    keep = bot > top
+    frame, x, top, bot = frame[keep], x[keep], top[keep], bot[keep]
+    out: list[list[int] | None] = []
+    bounds = np.searchsorted(frame, np.arange(frames + 1))
+    for f in range(frames):
+        lo, hi = bounds[f], bounds[f + 1]
+        if lo == hi:
+            out.append(None)
+            continue
+        edges = np.empty(2 * (hi - lo) + 2, dtype=np.int64)
+        edges[0], edges[-1] = 0, HEIGHT * WIDTH
+        edges[1:-1:2] = x[lo:hi] * HEIGHT + top[lo:hi]
+        edges[2:-1:2] = x[lo:hi] * HEIGHT + bot[lo:hi]
+        out.append(np.diff(edges).tolist())
+    return out
+
+
+def motion(rng: np.random.Generator, frames: int, radius: float) -> tuple[np.ndarray, ...]:
+    """Centre and radii ``[F]`` of an object drifting across the frame and slowly changing size."""
+    t = np.arange(frames)
+    cx = rng.uniform(0.1, 0.9) * WIDTH + rng.normal(0, 6) * t
+    cy = rng.uniform(0.15, 0.85) * HEIGHT + rng.normal(0, 3) * t
+    aspect = rng.uniform(0.6, 1.6)
+    scale = 1 + rng.normal(0, 0.004) * t
+    return cx, cy, radius * aspect * scale, radius / aspect * scale
+
+
+def make_case(num_videos: int, frames: int, gt_per_video: int, res_per_video: int, seed: int) -> tuple[dict, list]:
+    rng = np.random.default_rng(seed)
+    videos, annotations, results = [], [], []
+    for v in range(1, num_videos + 1):
+        videos.append({"id": v, "width": WIDTH, "height": HEIGHT, "length": frames,
+                       "file_names": [f"{v:05d}/{f:05d}.jpg" for f in range(frames)]})  # fmt: skip
+        video_cats = rng.choice(np.arange(1, NUM_CATEGORIES + 1), size=int(rng.integers(1, 4)), replace=False)
+        gt_params = []
+        for _ in range(gt_per_video):
+            cid = int(rng.choice(video_cats))
+            radius = float(rng.choice([rng.uniform(15, 70), rng.uniform(75, 140), rng.uniform(150, 260)], p=[0.4, 0.35, 0.25]))
+            params = motion(rng, frames, radius)
+            counts = shape_counts(rng, *params)
+            absent = rng.random(frames) < 0.08
+            segs = [None if c is None or gone else {"size": [HEIGHT, WIDTH], "counts": c} for c, gone in zip(counts, absent)]
+            areas = [None if s is None else int(sum(s["counts"][1::2])) for s in segs]
+            boxes = [None if s is None else [0.0, 0.0, 0.0, 0.0] for s in segs]
+            annotations.append({"id": len(annotations) + 1, "video_id": v, "category_id": cid, "iscrowd": 0,
+                                "height": HEIGHT, "width": WIDTH, "length": 1, "segmentations": segs,
+                                "areas": areas, "bboxes": boxes})  # fmt: skip
+            gt_params.append((cid, params, absent))
+        for r in range(res_per_video):
+            if r < 3 * gt_per_video:  # three noisy copies of each GT track
+                cid, (cx, cy, rx, ry), absent = gt_params[r % gt_per_video]
+                noise = rng.uniform(0.0, 0.25)
+                cx = cx + rng.normal(0, noise * 40) + rng.normal(0, 2, frames)
+                cy = cy + rng.normal(0, noise * 40) + rng.normal(0, 2, frames)
+                rx, ry = rx * rng.uniform(1 - noise, 1 + noise), ry * rng.uniform(1 - noise, 1 + noise)
+                if rng.random() < 0.1:
+                    cid = int(rng.integers(1, NUM_CATEGORIES + 1))
+                score = float(rng.uniform(0.3, 0.95) * (1 - noise))
+                absent = absent ^ (rng.random(frames) < 0.05)
+            else:  # false positive
+                cid = int(rng.choice(video_cats)) if rng.random() < 0.6 else int(rng.integers(1, NUM_CATEGORIES + 1))
+                cx, cy, rx, ry = motion(rng, frames, float(rng.uniform(15, 120)))
+                score = float(rng.uniform(0.01, 0.5))
+                absent = rng.random(frames) < (0.5 if rng.random() < 0.3 else 0.05)
+            counts = shape_counts(rng, cx, cy, rx, ry)
+            present = [f for f, c in enumerate(counts) if c is not None and not absent[f]]
+            segs: list[dict | None] = [None] * frames
+            if present:
+                rles = mask_utils.frPyObjects([{"size": [HEIGHT, WIDTH], "counts": counts[f]} for f in present], HEIGHT, WIDTH)
+                for f, rle in zip(present, rles):
+                    segs[f] = {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode("ascii")}
+            results.append({"video_id": v, "category_id": cid, "score": score, "segmentations": segs})
+    categories = [{"id": c, "name": f"class{c:02d}", "supercategory": "object"} for c in range(1, NUM_CATEGORIES + 1)]
+    gt = {"info": {}, "licenses": [], "videos": videos, "categories": categories, "annotations": annotations}
+    return gt, results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--gt-per-video", type=int, default=10)
+    parser.add_argument("--results-per-video", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-files", action="store_true", help="also time evaluation from written JSON files")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    gt, results = make_case(args.videos, args.frames, args.gt_per_video, args.results_per_video, args.seed)
+    generate_s = time.perf_counter() - start
+
+    warnings.simplefilter("ignore", EvaluationWarning)
+    start = time.perf_counter()
+    metric = evaluate(gt, results)
+    evaluate_s = time.perf_counter() - start
+    report = {
+        "benchmark": "eval_speed",
+        "videos": args.videos,
+        "frames": args.frames,
+        "size": [HEIGHT, WIDTH],
+        "gt_tracks": len(gt["annotations"]),
+        "result_tracks": len(results),
+        "result_masks": sum(s is not None for r in results for s in r["segmentations"]),
+        "generate_s": round(generate_s, 2),
+        "evaluate_s": round(evaluate_s, 2),
+        "AP": round(metric.stats["AP"], 4),
+        "AP50": round(metric.stats["AP50"], 4),
+    }
+    if args.from_files:
+        with tempfile.TemporaryDirectory() as tmp:
+            gt_path, res_path = Path(tmp, "gt.json"), Path(tmp, "results.json")
+            gt_path.write_text(json.dumps(gt))
+            res_path.write_text(json.dumps(results))
+            report["results_json_mb"] = round(res_path.stat().st_size / 2**20, 1)
+            del gt, results
+            start = time.perf_counter()
+            evaluate(gt_path, res_path)
+            report["evaluate_from_files_s"] = round(time.perf_counter() - start, 2)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

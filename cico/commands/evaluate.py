@@ -1,0 +1,53 @@
+"""``cico evaluate GT.json RESULTS.json``: the official YouTube-VIS / OVIS video mask AP and AR.
+
+Prints the 12 numbers in the COCO summary style and a per-class AP table; with ``--json`` the last
+line of stdout is one JSON object holding the 12 numbers (-1 where undefined). Warnings about the
+input (results of unknown classes, GT id 0, masks of another size) go to stderr, one line each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from ..evaluation import evaluate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("gt", metavar="GT.json", help="ground-truth annotation file (YouTube-VIS / OVIS format)")
+    parser.add_argument(
+        "results", metavar="RESULTS.json", help="results list as written by 'cico predict' (or a CodaLab submission .zip)"
+    )
+    parser.add_argument("--json", action="store_true", help="end with one JSON line holding the 12 numbers")
+    parser.add_argument(
+        "--count-missing-frames",
+        action="store_true",
+        help="fix of an official quirk: frames beyond a result's (or GT's) segmentation list count as 'absent' "
+        "instead of being ignored (numbers then differ from the official server)",
+    )
+    parser.add_argument(
+        "--match-gt-id-zero",
+        action="store_true",
+        help="fix of an official quirk: let results match a GT track whose id is 0 (officially never a true positive)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(
+            args.gt,
+            args.results,
+            zip_truncation=not args.count_missing_frames,
+            gt_id_zero_never_matches=not args.match_gt_id_zero,
+        )
+    for warning in caught:
+        print(f"cico evaluate: warning: {warning.message}", file=sys.stderr)
+    print(result.summary())
+    print()
+    print("Per-class AP in % (IoU=0.50:0.95, area=all, maxDets=100; '-' = no ground truth):")
+    print(result.per_class_table())
+    if args.json:
+        print(json.dumps(result.stats))
+    return 0
