@@ -39,6 +39,8 @@ def test_clip_conv3d_equals_conv3d(frames: int) -> None:
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
+    conv.implementation = "conv3d"
+    torch.testing.assert_close(conv(x.detach()), y_ref.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_clip_conv3d_rejects_partial_clips() -> None:
@@ -134,9 +136,9 @@ def test_bf16_autocast_and_channels_last(tiny: nn.Module) -> None:
     torch.manual_seed(4)
     clips = torch.randn(1, 3, 3, 64, 96)
     with torch.no_grad():
-        ref = tiny(clips).head
         model = cico.build_model(tiny.config).eval()
         model.load_state_dict(tiny.state_dict())
+        ref = model.set_memory_format(torch.contiguous_format).forward_raw(clips)
         model.set_memory_format(torch.channels_last)
         assert model.fpn.pred_layers[0].weight.is_contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -133,12 +133,16 @@ class SwinBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``x [N, 3, H, W]`` -> ``[C3 [N, 192, ⌈H/8⌉, ⌈W/8⌉], C4 [N, 384, ..], C5 [N, 768, ..]]``."""
+        # outputs keep the input's memory format (the NHWC tokens are already channels_last)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         x = self.patch_embed(x)
         features = []
         for i, stage in enumerate(self.layers):
             out, x = stage(x)
             if i > 0:
-                features.append(getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2).contiguous())
+                out = getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2)
+                features.append(out.contiguous(memory_format=memory_format))
         return features
 
 

@@ -27,11 +27,15 @@ class ClipConv3d(nn.Module):
     """A ``k×k×k`` convolution over clips of ``T`` frames, on frame-major input ``[B·T, C, H, W]``.
 
     Equivalent to ``nn.Conv3d(in, out, k, padding=k//2)`` on the cube ``[B, C, T, H, W]`` (and its weight is
-    stored in the same layout ``[out, in, k, k, k]``, so state dicts and parameter counts are the same), but
-    computed as one 2D convolution per temporal tap: the centre tap over all frames, and each other tap only
-    over the frames whose neighbour exists, added to the shifted output rows. The taps that would read the
-    zero temporal padding are skipped (7 frame-convolutions instead of 9 for ``k = T = 3``), and 2D
-    convolutions are much faster than 3D ones on CPU.
+    stored in the same layout ``[out, in, k, k, k]``, so state dicts and parameter counts are the same).
+
+    ``implementation``:
+
+    * ``"taps"`` (default): one 2D convolution per temporal tap, the centre tap over all frames and each other
+      tap only over the frames whose neighbour exists, added to the shifted output rows. Taps that would read
+      the zero temporal padding are skipped (7 frame-convolutions instead of 9 for ``k = T = 3``), and the 2D
+      convolutions run in the input's memory format (channels_last is fastest on CPU).
+    * ``"conv3d"``: the reference's computation, ``F.conv3d`` on the cube (for comparison).
 
     Args:
         in_channels, out_channels: channels.
@@ -39,6 +43,8 @@ class ClipConv3d(nn.Module):
         kernel_size: ``k`` (odd).
         bias: add a learnable bias.
     """
+
+    implementation: str = "taps"
 
     def __init__(self, in_channels: int, out_channels: int, clip_frames: int, kernel_size: int = 3,
                  bias: bool = True) -> None:
@@ -67,6 +73,9 @@ class ClipConv3d(nn.Module):
         frames, pad = self.clip_frames, self.kernel_size // 2
         if x.shape[0] % frames:
             raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
+        if self.implementation == "conv3d":
+            cube = x.unflatten(0, (-1, frames)).transpose(1, 2)
+            return F.conv3d(cube, self.weight, self.bias, padding=pad).transpose(1, 2).flatten(0, 1)
         y = F.conv2d(x, self.weight[:, :, pad], self.bias, padding=pad)
         clips = x.unflatten(0, (-1, frames))
         out = y.unflatten(0, (-1, frames))

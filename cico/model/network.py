@@ -45,10 +45,13 @@ class CiCo(nn.Module):
             config.mask_param_dim, config.track_dim, config.box_tower_layers, config.class_tower_layers,
             config.track_tower_layers, prior_prob=0.01 if config.classifier == "sigmoid" else None)
         self.anchors = AnchorGenerator(config.aspect_ratios)
-        self.memory_format = torch.contiguous_format
+        self.memory_format = torch.channels_last
 
     def set_memory_format(self, memory_format: torch.memory_format) -> CiCo:
-        """Run the convolutions in ``memory_format`` (e.g. ``torch.channels_last``); returns ``self``.
+        """Run the convolutions in ``memory_format``; returns ``self``.
+
+        The default is ``torch.channels_last`` (much faster with oneDNN on CPU, and for tensor cores on GPU);
+        ``torch.contiguous_format`` gives the classic NCHW layout.
 
         Use this instead of ``model.to(memory_format=torch.channels_last)``, which PyTorch also applies to the
         5-D weights of the 3D convolutions and then refuses. The 2D conv weights are converted, and ``forward``
@@ -64,10 +67,20 @@ class CiCo(nn.Module):
         """Run ``clips [B, T, 3, H, W]`` (normalised, zero-padded to multiples of 32).
 
         Returns:
-            ``CiCoOutputs(head, detections)``: ``head`` with ``loc [B·T, N, 4T]``, ``conf``, ``centerness``,
-            ``mask_coeff``, ``track`` (all ``[B·T, N, ·]``), ``priors [N, 4]``, ``prior_levels [N]`` and
-            ``proto [B, H/4, W/4, T, D']``; ``detections`` (eval mode only) one ``ClipDetections`` per clip.
+            ``CiCoOutputs(head, detections)``: ``head`` as from :meth:`forward_raw`; ``detections`` (eval mode
+            only) one ``ClipDetections`` per clip.
         """
+        head = self.forward_raw(clips)
+        if self.training:
+            return CiCoOutputs(head)
+        detections = detect(head, classifier=self.config.classifier, mask_head=self.config.mask_head,
+                            config=self.config.detect)
+        return CiCoOutputs(head, detections)
+
+    def forward_raw(self, clips: Tensor) -> HeadOutputs:
+        """The network alone: ``clips [B, T, 3, H, W]`` -> :class:`HeadOutputs` with ``loc [B·T, N, 4T]``,
+        ``conf``, ``centerness``, ``mask_coeff``, ``track`` (all ``[B·T, N, ·]``), ``priors [N, 4]``,
+        ``prior_levels [N]`` and ``proto [B, H/4, W/4, T, D']``."""
         if clips.dim() != 5 or clips.shape[1] != self.config.clip_frames or clips.shape[2] != 3:
             raise ValueError(f"expected clips [B, {self.config.clip_frames}, 3, H, W], got {list(clips.shape)}")
         height, width = clips.shape[-2:]
@@ -78,13 +91,8 @@ class CiCo(nn.Module):
         proto = self.protonet(pyramid[:3])
         loc, conf, centerness, mask_coeff, track = self.head(pyramid)
         priors, prior_levels = self.anchors(pyramid)
-        head = HeadOutputs(loc=loc, conf=conf, centerness=centerness, mask_coeff=mask_coeff, track=track,
+        return HeadOutputs(loc=loc, conf=conf, centerness=centerness, mask_coeff=mask_coeff, track=track,
                            priors=priors, prior_levels=prior_levels, proto=proto)
-        if self.training:
-            return CiCoOutputs(head)
-        detections = detect(head, classifier=self.config.classifier, mask_head=self.config.mask_head,
-                            config=self.config.detect)
-        return CiCoOutputs(head, detections)
 
 
 def build_model(preset_or_config: str | ModelConfig, **overrides: Any) -> CiCo:
