@@ -29,19 +29,23 @@ def _network_cases() -> list:
     return cases or [pytest.param(GOLDEN_DIR / "<no network case>", id="no-golden-network-case")]
 
 
-def _run_reference_inputs(case: Path) -> tuple[dict[str, np.ndarray], ClipDetections]:
+def _run_reference_inputs(case: Path, dtype: torch.dtype = torch.float32
+                          ) -> tuple[dict[str, np.ndarray], ClipDetections]:
     manifest = json.loads((case / "manifest.json").read_text())
     config = manifest["config"]
     ref = dict(np.load(case / "outputs.npz"))
+    def tensor(key: str) -> torch.Tensor:
+        return torch.from_numpy(ref[key]).to(dtype)
+
     head = HeadOutputs(
-        loc=torch.from_numpy(ref["loc"]),
-        conf=torch.from_numpy(ref["conf_logits"]),
-        centerness=torch.from_numpy(ref["centerness"]),
-        mask_coeff=torch.from_numpy(ref["mask_coeff"]),
-        track=torch.from_numpy(ref["track"]),
-        priors=torch.from_numpy(ref["priors"]).reshape(-1, 4),
-        prior_levels=torch.from_numpy(ref["prior_levels"]).reshape(-1),
-        proto=torch.from_numpy(ref["proto"]),
+        loc=tensor("loc"),
+        conf=tensor("conf_logits"),
+        centerness=tensor("centerness"),
+        mask_coeff=tensor("mask_coeff"),
+        track=tensor("track"),
+        priors=tensor("priors").reshape(-1, 4),
+        prior_levels=tensor("prior_levels").reshape(-1),
+        proto=tensor("proto"),
     )
     (dets,) = detect(
         head,
@@ -74,3 +78,16 @@ def test_detect_matches_reference(case: Path):
     iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     assert iou.min() >= 0.99, f"binarised mask IoU {iou.min():.4f} < 0.99"
     torch.testing.assert_close(dets.proto, torch.from_numpy(ref["proto"][0]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", _network_cases())
+def test_detect_ignores_an_enclosing_autocast_and_computes_in_float64_when_given(case: Path):
+    if not (case / "outputs.npz").is_file():
+        pytest.fail(f"no golden network case with outputs.npz under {GOLDEN_DIR}")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, dets = _run_reference_inputs(case)
+    assert dets.labels.tolist() == ref["det_class"].tolist() and dets.masks.dtype == torch.float32
+    np.testing.assert_allclose(dets.masks.numpy(), ref["det_mask"], atol=1e-3, rtol=0)
+    ref, dets = _run_reference_inputs(case, torch.float64)
+    assert dets.labels.tolist() == ref["det_class"].tolist() and dets.masks.dtype == torch.float64
+    np.testing.assert_allclose(dets.scores.numpy(), ref["det_score"], atol=1e-4, rtol=0)

@@ -9,6 +9,7 @@ IoU. The output of each clip is a :class:`~cico.model.outputs.ClipDetections` so
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,7 +114,8 @@ def detect(
 
     Returns:
         One :class:`ClipDetections` per clip, sorted by raw class score (descending). A candidate
-        may appear under several classes.
+        may appear under several classes. Computed with autocast disabled, in the outputs' dtype
+        promoted to at least float32 (bf16/fp16 head outputs give float32 detections).
     """
     config = config or DetectConfig()
     if classifier not in ("sigmoid", "softmax"):
@@ -126,13 +128,23 @@ def detect(
         raise ValueError(
             f"loc has {outputs.loc.shape[0]} frames, expected {num_clips} clips x {clip_frames} frames"
         )
-    if classifier == "sigmoid":
-        probs = torch.sigmoid(outputs.conf)
-    else:
-        probs = torch.softmax(outputs.conf, dim=-1)[..., 1:]
-    return [
-        _detect_clip(outputs, probs, b, clip_frames, mask_head, config) for b in range(num_clips)
-    ]
+    # Thresholds sit close to the scores: detect in at least float32, also inside an autocast region.
+    with torch.autocast(device_type=outputs.loc.device.type, enabled=False):
+        dtype = torch.promote_types(outputs.loc.dtype, torch.float32)
+        outputs = HeadOutputs(**{
+            f.name: _to_dtype(getattr(outputs, f.name), dtype) for f in dataclasses.fields(outputs)
+        })
+        if classifier == "sigmoid":
+            probs = torch.sigmoid(outputs.conf)
+        else:
+            probs = torch.softmax(outputs.conf, dim=-1)[..., 1:]
+        return [
+            _detect_clip(outputs, probs, b, clip_frames, mask_head, config) for b in range(num_clips)
+        ]
+
+
+def _to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype) if x.is_floating_point() else x
 
 
 def _select_candidates(
