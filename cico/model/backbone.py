@@ -20,6 +20,7 @@ from timm.layers import PatchEmbed
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, window_partition, window_reverse
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50, resnet101
+from torchvision.models.resnet import conv1x1
 from torchvision.ops import FrozenBatchNorm2d
 
 from .config import ModelConfig
@@ -33,15 +34,38 @@ class ResNetBackbone(nn.Module):
     Args:
         name: ``resnet18``, ``resnet50`` or ``resnet101``.
         frozen_bn: use ``FrozenBatchNorm2d`` (fixed statistics and affine) instead of ``BatchNorm2d``.
+        width: stem/first-stage width (64: torchvision's network); other values build the same layout
+            from torchvision's blocks with stage widths ``width·(1, 2, 4, 8)``.
     """
 
-    def __init__(self, name: str, frozen_bn: bool = False) -> None:
+    def __init__(self, name: str, frozen_bn: bool = False, width: int = 64) -> None:
         super().__init__()
-        net = _RESNETS[name](weights=None, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        net = _RESNETS[name](weights=None, norm_layer=norm)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         expansion = 1 if name == "resnet18" else 4
-        self.out_channels: list[int] = [128 * expansion, 256 * expansion, 512 * expansion]
+        if width != 64:
+            self._narrow(width, norm)
+        self.out_channels: list[int] = [2 * width * expansion, 4 * width * expansion, 8 * width * expansion]
+
+    def _narrow(self, width: int, norm: type[nn.Module]) -> None:
+        """Rebuild stem and stages at ``width·(1, 2, 4, 8)`` with the same blocks, names and init."""
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = norm(width)
+        inplanes = width
+        for i, stage in enumerate(self.layer):
+            block, planes, stride = type(stage[0]), width * 2 ** i, 1 if i == 0 else 2
+            out = planes * block.expansion
+            downsample = (None if stride == 1 and inplanes == out
+                          else nn.Sequential(conv1x1(inplanes, out, stride), norm(out)))
+            blocks = [block(inplanes, planes, stride, downsample, norm_layer=norm)]
+            blocks += [block(out, planes, norm_layer=norm) for _ in range(len(stage) - 1)]
+            self.layer[i] = nn.Sequential(*blocks)
+            inplanes = out
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``x [N, 3, H, W]`` -> ``[C3 [N, c3, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]``."""
@@ -150,4 +174,4 @@ def build_backbone(config: ModelConfig) -> ResNetBackbone | SwinBackbone:
     """The backbone named by ``config.backbone``."""
     if config.backbone == "swin_t":
         return SwinBackbone(drop_path_rate=config.drop_path_rate)
-    return ResNetBackbone(config.backbone, frozen_bn=config.frozen_bn)
+    return ResNetBackbone(config.backbone, frozen_bn=config.frozen_bn, width=config.backbone_width)

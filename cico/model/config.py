@@ -52,6 +52,8 @@ class ModelConfig:
         box_tower_layers, class_tower_layers, track_tower_layers: conv layers per tower.
         aspect_ratios: anchor aspect ratios (w/h), in the anchor order of every location.
         frozen_bn: freeze the backbone's batch norms (``FrozenBatchNorm2d``); the reference trains them.
+        backbone_width: ResNet stem/first-stage width (stages are 1x, 2x, 4x, 8x it); 64 is the standard
+            ResNet, smaller values give a narrow ResNet (no ImageNet weights; the CPU demo recipe uses 32).
         drop_path_rate: stochastic depth of the Swin backbone (the reference's effective value is 0.2).
         normalization: input normalisation (``reference``: the channel-order quirk, spec §4.5; ``rgb``).
         min_size, max_size: test-time resize (short side, long-side cap).
@@ -74,6 +76,7 @@ class ModelConfig:
     track_tower_layers: int = 4
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
     frozen_bn: bool = False
+    backbone_width: int = 64
     drop_path_rate: float = 0.2
     normalization: Normalization = "reference"
     min_size: int = 384
@@ -87,7 +90,7 @@ class ModelConfig:
         _check_choice("mask_head", self.mask_head, MASK_HEADS)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         for name in ("num_classes", "clip_frames", "fpn_channels", "proto_channels", "mask_dim", "track_dim",
-                     "min_size", "max_size", "size_divisibility"):
+                     "backbone_width", "min_size", "max_size", "size_divisibility"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.aspect_ratios:
