@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "import a reference CiCo checkpoint (.pth) as a cico checkpoint"),
     "train": ("train", "train a CiCo model (one process or torchrun/DDP), resumable, with periodic evaluation"),
     "predict": ("predict", "segment and track the objects of a video, frame folder, dataset split or camera"),
+    "eval": ("eval", "predict a dataset split, write results.json + CodaLab zip, and score it when GT exists"),
+    "benchmark": ("benchmark", "measure frames/s of a model (network only or end to end) as one JSON line"),
 }
 
 

@@ -213,3 +213,25 @@ def test_condinst_propagation_and_custom_survival_limit():
     out2 = tracker(dets([B], [2], [0.5], [2.0], kind="condinst"), [4, 5, 6], is_first=False)
     assert out1.ids.tolist() == [0, 1] and out2.ids.tolist() == [1]
     assert out1.masks.shape == (2, T, H, W)
+
+
+def test_retire_after_forgets_lost_tracks_and_never_reuses_ids():
+    tracker = ClipTracker("yolact", T, LinkConfig(retire_after=1))
+    tracker(dets([A, B], [1, 2], [0.99, 0.5], [0.0, 2.0]), [0, 1, 2], is_first=True)
+    tracker(dets([B], [2], [0.5], [2.0]), [2, 3, 4], is_first=False)  # A lost for 1 clip: kept
+    assert tracker.state.ids.tolist() == [0, 1]
+    tracker(dets([B], [2], [0.5], [2.0]), [4, 5, 6], is_first=False)  # lost for 2: retired
+    assert tracker.state.ids.tolist() == [1]
+    # A comes back: the reference would re-identify track 0; retired, it becomes track 2
+    out = tracker(dets([A, B], [1, 2], [0.99, 0.5], [0.0, 2.0]), [6, 7, 8], is_first=False)
+    assert out.ids.tolist() == [1, 2] and tracker.next_id == 3
+    # everything retired (no detection clips also age tracks), then a fresh start keeps counting
+    empty = dets([A], [1], [0.9], [0.0])
+    empty = ClipDetections(empty.labels[:0], empty.scores[:0], empty.boxes[:0], empty.boxes_cir[:0],
+                           empty.masks[:0], empty.track[:0], empty.mask_coeff[:0], empty.prior_levels[:0],
+                           empty.proto)
+    tracker(empty, [8, 9, 10], is_first=False)
+    tracker(empty, [10, 11, 12], is_first=False)
+    assert len(tracker.state) == 0
+    out = tracker(dets([C], [3], [0.5], [1.0]), [12, 13, 14], is_first=False)
+    assert out.ids.tolist() == [3]

@@ -9,6 +9,8 @@ from typing import Sequence
 from ..data.catalogue import add_dataset_arguments
 from ..errors import CicoError
 
+LIVE_RETIRE_AFTER = 30
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
@@ -41,12 +43,16 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-clips", type=int, default=1, metavar="B", help="clips per network forward (1)")
     group.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the network forward")
     group.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    group.add_argument("--retire-after", type=int, default=None, metavar="N",
+                       help="forget tracks not detected for more than N clips, bounding memory on long videos "
+                            "(default: keep all, as the reference; live cameras/streams default to 30)")
 
 
-def build_predictor(args: argparse.Namespace):
+def build_predictor(args: argparse.Namespace, live: bool = False):
     """The :class:`~cico.inference.video.VideoPredictor` described by the inference options."""
     import torch
 
+    from ..inference.link import LinkConfig
     from ..inference.video import VideoPredictor
     from ..model.checkpoint import load_model
 
@@ -64,8 +70,16 @@ def build_predictor(args: argparse.Namespace):
         raise CicoError(f"--overlap must be between 0 and {frames - 1} for {frames}-frame clips")
     if args.batch_clips < 1:
         raise CicoError("--batch-clips must be at least 1")
+    retire_after = args.retire_after
+    if retire_after is None and live:
+        retire_after = LIVE_RETIRE_AFTER
+        print(f"cico: live source: tracks not detected for {retire_after} clips are forgotten (--retire-after)",
+              file=sys.stderr)
+    if retire_after is not None and retire_after < 1:
+        raise CicoError("--retire-after must be at least 1")
     return VideoPredictor(model, overlap=args.overlap, batch_clips=args.batch_clips, amp=args.amp,
-                          channels_last=args.channels_last, score_thresh=args.score_thresh)
+                          channels_last=args.channels_last, score_thresh=args.score_thresh,
+                          link=LinkConfig(retire_after=retire_after))
 
 
 def dataset_source(args: argparse.Namespace, num_classes: int):
@@ -84,7 +98,7 @@ def dataset_source(args: argparse.Namespace, num_classes: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.sources import open_source
+    from ..data.sources import Camera, open_source
     from ..inference.video import predict_to_dir
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
@@ -95,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)
     else:
         videos: Sequence = open_source(args.source, fps=args.fps)
-        predictor = build_predictor(args)
+        predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
         category_ids = None
     summary = predict_to_dir(predictor, videos, args.out, category_ids=category_ids, render=args.render,
                              save_masks=args.save_masks, dump_tracker=args.dump_tracker, progress=not args.quiet)

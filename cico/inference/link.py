@@ -16,8 +16,12 @@ box ×1.2, no minimum size; CondInst's Gaussian map from the previous circumscri
 tube := the last box repeated. A track is output while it was detected in the last ``max(3, 15 // T)``
 clips, its score is above 0.1 and some frame of its mask has more than 3 pixels.
 
-Track ids are row indices of the state; rows are only ever appended. When a clip has no detection,
-nothing is propagated and the stored frame ids go stale (★ quirk 13), as in the reference.
+Track ids are the rows of the reference's state; rows are only ever appended, so memory and the work per
+clip grow with the number of tracks ever created in the video. ``LinkConfig.retire_after`` (off by
+default) bounds both for long videos and live streams: a track lost for more clips than that leaves the
+memory for good (its id is not reused); this differs from the reference only when such a track would have
+been matched again. When a clip has no detection, nothing is propagated and the stored frame ids go stale
+(★ quirk 13), as in the reference.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ class LinkConfig:
         propagate_crop: crop enlargement of propagated masks around the previous circumscribed box.
         max_lost_clips: a track is output while detected within this many clips; ``None`` means the
             reference's ``max(3, 15 // T)``.
+        retire_after: forget a track once it has not been detected for more than this many clips (it is
+            then never matched, propagated or output again); ``None`` (the reference) keeps every track.
     """
 
     match_coeff: tuple[float, float, float, float] = (0.1, 0.5, 0.5, 0.3)
@@ -60,13 +66,19 @@ class LinkConfig:
     decay: float = 0.9
     propagate_crop: float = 1.2
     max_lost_clips: int | None = None
+    retire_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.retire_after is not None and self.retire_after < 1:
+            raise ValueError(f"retire_after must be >= 1 or None, got {self.retire_after}")
 
 
 @dataclass
 class TrackState:
-    """The tracker's memory: one row per track ever created in the video; the row index is the track id.
+    """The tracker's memory: one row per track (every track ever created in the video, unless retired).
 
     Attributes:
+        ids: ``[m]`` int64 track ids (the row index as long as no track was retired).
         labels: ``[m]`` int64 1-based class labels.
         scores: ``[m]`` scores (decayed while the track is propagated).
         boxes: ``[m, T, 4]`` box tubes, normalised x1y1x2y2 on the padded canvas.
@@ -78,6 +90,7 @@ class TrackState:
         frame_ids: ``[T]`` int64 frame ids (cyclic padding included) that ``boxes``/``masks`` refer to.
     """
 
+    ids: Tensor
     labels: Tensor
     scores: Tensor
     boxes: Tensor
@@ -90,6 +103,12 @@ class TrackState:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only ``rows`` (a bool mask or indices) of every per-track field."""
+        for name in ("ids", "labels", "scores", "boxes", "boxes_cir", "masks", "track", "mask_coeff",
+                     "tracked_mask"):
+            setattr(self, name, getattr(self, name)[rows])
 
 
 @dataclass
@@ -136,10 +155,12 @@ class ClipTracker:
         self.max_lost_clips = (self.config.max_lost_clips if self.config.max_lost_clips is not None
                                else max(3, 15 // clip_frames))
         self.state: TrackState | None = None
+        self.next_id = 0
 
     def reset(self) -> None:
         """Forget every track (a new video starts)."""
         self.state = None
+        self.next_id = 0
 
     def __call__(self, dets: ClipDetections, frame_ids: Sequence[int], is_first: bool) -> TrackedClip:
         """Link the detections of one clip.
@@ -153,13 +174,14 @@ class ClipTracker:
             The tracks reported for this clip.
         """
         if is_first:
-            self.state = None
+            self.reset()
         ids = torch.as_tensor(list(frame_ids), dtype=torch.int64, device=dets.scores.device)
         if self.state is None:
             return self._start(dets, ids)
         state = self.state
         state.tracked_mask += 1
         if len(dets) == 0:  # ★ nothing propagated, frame ids left stale
+            self._retire()
             return _empty_output(dets)
         n, m = len(dets), len(state)
         c0, c1, c2, c3 = self.config.match_coeff
@@ -207,9 +229,10 @@ class ClipTracker:
         state.frame_ids = ids
         keep = ((state.tracked_mask <= self.max_lost_clips) & (state.scores > self.config.score_thresh)
                 & ((probs > 0.5).flatten(2).sum(-1) > self.config.min_mask_pixels).any(dim=1))
-        keep_ids = keep.nonzero().flatten()
-        return TrackedClip(keep_ids, state.labels[keep], state.scores[keep], state.boxes[keep],
-                           state.boxes_cir[keep], probs[keep], state.tracked_mask[keep])
+        output = TrackedClip(state.ids[keep], state.labels[keep], state.scores[keep], state.boxes[keep],
+                             state.boxes_cir[keep], probs[keep], state.tracked_mask[keep])
+        self._retire()
+        return output
 
     def _start(self, dets: ClipDetections, frame_ids: Tensor) -> TrackedClip:
         """First clip (or first clip with detections): every detection starts a track and is output."""
@@ -217,11 +240,19 @@ class ClipTracker:
         if n == 0:
             return _empty_output(dets)
         tracked = torch.zeros(n, dtype=torch.int64, device=frame_ids.device)
-        self.state = TrackState(dets.labels.clone(), dets.scores.clone(), dets.boxes.clone(),
+        ids = torch.arange(n, device=frame_ids.device)
+        self.next_id = n
+        self.state = TrackState(ids, dets.labels.clone(), dets.scores.clone(), dets.boxes.clone(),
                                 dets.boxes_cir.clone(), dets.masks > 0.5, dets.track.clone(),
                                 dets.mask_coeff.clone(), tracked, frame_ids)
-        return TrackedClip(torch.arange(n, device=frame_ids.device), dets.labels, dets.scores, dets.boxes,
-                           dets.boxes_cir, dets.masks, tracked.clone())
+        return TrackedClip(ids.clone(), dets.labels, dets.scores, dets.boxes, dets.boxes_cir, dets.masks,
+                           tracked.clone())
+
+    def _retire(self) -> None:
+        """Forget the tracks lost for more than ``retire_after`` clips (when set)."""
+        limit = self.config.retire_after
+        if limit is not None and bool((self.state.tracked_mask > limit).any()):
+            self.state.select(self.state.tracked_mask <= limit)
 
     def _flags(self, masks_a: Tensor, masks_b: Tensor) -> Tensor:
         """``[P, n, m]``: both masks of a pair have more than ``iou_flag_pixels`` pixels in that frame."""
@@ -244,6 +275,8 @@ class ClipTracker:
         """Append the new detections, overwrite the matched tracks; returns all tracks' mask probabilities."""
         state = self.state
         tracked = torch.zeros(len(dets), dtype=torch.int64, device=new.device)
+        state.ids = torch.cat([state.ids, self.next_id + torch.arange(len(new), device=new.device)])
+        self.next_id += len(new)
         rows = {"labels": dets.labels, "scores": dets.scores, "boxes": dets.boxes, "boxes_cir": dets.boxes_cir,
                 "track": dets.track, "mask_coeff": dets.mask_coeff, "tracked_mask": tracked}
         for name, values in rows.items():

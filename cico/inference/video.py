@@ -230,7 +230,7 @@ class VideoPredictor:
         cache: dict[int, Tensor] = {}
         for batch in _batches(clips, self.batch_clips):
             inputs, resized, cache = self._inputs(batch, cache)
-            detections = self._forward(inputs)
+            detections = self.detect_clips(inputs)
             for clip, dets in zip(batch, detections):
                 tracks = self.tracker(dets, clip.frame_ids, clip.is_first)
                 frames = original_frames(clip, tracks, resized, inputs.shape[-2:])
@@ -283,7 +283,9 @@ class VideoPredictor:
         inputs = torch.stack([torch.stack([pad_to(prepared[f], size) for f in clip.frame_ids]) for clip in batch])
         return inputs, (int(resized[0]), int(resized[1])), prepared
 
-    def _forward(self, inputs: Tensor) -> list[ClipDetections]:
+    def detect_clips(self, inputs: Tensor) -> list[ClipDetections]:
+        """Network forward (with the configured autocast) of preprocessed clips ``[B, T, 3, Hp, Wp]``:
+        one :class:`ClipDetections` per clip (cast back to float32 after autocast)."""
         device = self.device
         autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[self.amp]) if self.amp
                     else contextlib.nullcontext())
