@@ -58,11 +58,6 @@ class Track:
     areas: np.ndarray
     sizes: np.ndarray
 
-    @property
-    def present(self) -> np.ndarray:
-        """``[L]`` bool: frames where the track has a segmentation."""
-        return self.sizes[:, 0] > 0 if len(self.rles) else np.zeros(0, dtype=bool)
-
 
 @dataclass(frozen=True)
 class GroundTruth:

@@ -4,8 +4,9 @@ The official ``computeIoU`` loops over every (result, GT) pair and every frame, 
 ``IoU = sum_f |D_f & G_f| / sum_f |D_f | G_f|`` over the frames both segmentation lists cover (spec
 §3). Here one ``pycocotools.mask.iou`` call per frame gives every pair's ``I/U`` in double; with the
 integer areas ``a_d``, ``a_g`` the integer intersection is recovered exactly as
-``I = round(iou * (a_d + a_g) / (1 + iou))`` (``I/U`` has a relative error below ``2**-52`` and
-``I < 2**32``, so the rounding error stays far below 1/2), and the sums run in int64:
+``I = round(iou * (a_d + a_g) / (1 + iou))`` -- the exact value is ``I`` since ``a_d + a_g = U + I``;
+each of the four floating-point steps adds a relative error of at most ``2**-53`` and ``I < 2**32``,
+so the computed value is within ``1e-5`` of the integer -- and the sums run in int64:
 
 * a frame where both masks exist and have the same size adds ``I`` and ``a_d + a_g - I``;
 * a frame where both exist with different sizes adds nothing (the official ``rleMerge`` returns an
