@@ -398,3 +398,34 @@ def test_many_score_ties_within_and_across_videos() -> None:
         results.append({"video_id": 3, "category_id": 1, "score": 0.8 if i % 13 == 5 else 0.5,
                         "segmentations": [encode(masks[3] if i in (4, 19, 33) else 1 - masks[3])]})  # fmt: skip
     _check(gt, results)
+
+
+def test_full_resolution_video_masks() -> None:
+    # 720x1280 ellipses moving over 4 frames (intersections up to ~10^5 pixels), noisy copies and
+    # false positives: the integer recovery from mask.iou at real sizes, against the merge loop.
+    rng = np.random.default_rng(3)
+    h, w, frames = 720, 1280, 4
+    yy, xx = np.ogrid[:h, :w]
+
+    def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+        return (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).astype(np.uint8)
+
+    gt = {"videos": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], "annotations": []}
+    results = []
+    for vid in (1, 2):
+        gt["videos"].append({"id": vid, "height": h, "width": w})
+        for _ in range(3):
+            cid = int(rng.integers(1, 3))
+            cy, cx, ry, rx = rng.uniform(100, 600), rng.uniform(100, 1100), rng.uniform(20, 300), rng.uniform(20, 400)
+            masks = [ellipse(cy + 9 * f, cx + 15 * f, ry, rx) for f in range(frames)]
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": vid, "category_id": cid, "iscrowd": 0,
+                                      "segmentations": [_uncompressed(m) for m in masks],
+                                      "areas": [int(m.sum()) for m in masks]})  # fmt: skip
+            for _ in range(3):
+                dy, dx, s = rng.normal(0, 15), rng.normal(0, 25), rng.uniform(0.8, 1.2)
+                segs = [encode(ellipse(cy + 9 * f + dy, cx + 15 * f + dx, ry * s, rx / s)) for f in range(frames)]
+                results.append({"video_id": vid, "category_id": cid, "score": float(rng.random()), "segmentations": segs})
+        for _ in range(3):
+            segs = [encode(ellipse(*rng.uniform(50, 650, 2), *rng.uniform(10, 200, 2))) for _ in range(frames)]
+            results.append({"video_id": vid, "category_id": int(rng.integers(1, 3)), "score": float(rng.random()), "segmentations": segs})
+    _check(gt, results)

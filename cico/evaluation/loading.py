@@ -225,7 +225,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
         if vid not in video_sizes or cid not in categories:
             continue  # out of scope, never loaded by the official getAnnIds
         iscrowd = ann.get("iscrowd", 0)
-        if isinstance(iscrowd, bool) or not isinstance(iscrowd, int):
+        if not isinstance(iscrowd, int):  # JSON true/false are accepted too, as int() takes them
             raise CicoError(f"{where}: 'iscrowd' must be 0 or 1, got {json.dumps(iscrowd)[:20]}", source)
         rles, areas, sizes = _track_masks(segmentations, video_sizes[vid], where, source)
         area_field = ann.get("areas")
