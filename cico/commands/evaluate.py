@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 
-from ..evaluation import evaluate
+from ..evaluation import EvaluationWarning, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", EvaluationWarning)
         result = evaluate(
             args.gt,
             args.results,
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             gt_id_zero_never_matches=not args.match_gt_id_zero,
         )
     for warning in caught:
-        print(f"cico evaluate: warning: {warning.message}", file=sys.stderr)
+        kind = "" if issubclass(warning.category, EvaluationWarning) else f"{warning.category.__name__}: "
+        print(f"cico evaluate: warning: {kind}{warning.message}", file=sys.stderr)
     print(result.summary())
     print()
     print("Per-class AP in % (IoU=0.50:0.95, area=all, maxDets=100; '-' = no ground truth):")
