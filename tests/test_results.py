@@ -107,3 +107,11 @@ def test_empty_results_file(tmp_path: Path):
         pass
     assert json.loads((tmp_path / "results.json").read_text()) == []
     assert isinstance(Track(1, 0, 1, "a", 0.5, [None]).masks[0], type(None))
+
+
+def test_streamed_entries_equal_the_tracks_and_masks_live_in_the_spill_file():
+    results = three_clips()
+    assert len(results) == 3 and results.length == 5 and results.size == [H, W]
+    assert list(results.results()) == [t.to_result() for t in results.tracks()]
+    assert results._spill.tell() == sum(sum(r.lengths) for r in results._records.values())
+    results.close()

@@ -250,9 +250,12 @@ class VideoPredictor:
             on_clip: see :meth:`stream`.
         """
         results = VideoResults(video.video_id, self.class_names, category_ids)
-        for clip in self.stream(video, on_clip):
-            results.add(clip.frames)
-        return results.tracks()
+        try:
+            for clip in self.stream(video, on_clip):
+                results.add(clip.frames)
+            return results.tracks()
+        finally:
+            results.close()
 
     def predict(self, source: str | Path | Video | Sequence[Video],
                 category_ids: Sequence[int] | None = None) -> list[Track]:
@@ -359,49 +362,58 @@ def predict_to_dir(predictor: VideoPredictor, videos: Iterable[Video], out_dir: 
     every clip's :meth:`ClipResult.arrays` as ``clip{c}_{name}``. A live camera/stream ends cleanly on
     Ctrl-C; any other interruption leaves no partial file behind.
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, frames, tracks, count = time.perf_counter(), 0, 0, 0
     with ResultsWriter(out_dir / "results.json") as writer:
         for video in videos:
             results = VideoResults(video.video_id, predictor.class_names, category_ids)
-            renderer: Mp4Writer | None = None
-            dump: dict[str, np.ndarray] = {}
-            bar = tqdm(total=video.length, desc=video.name, unit="frame", disable=not progress, leave=False)
             try:
-                try:
-                    for clip in predictor.stream(video):
-                        results.add(clip.frames)
-                        for frame in clip.frames:
-                            if render:
-                                renderer = renderer or Mp4Writer(out_dir / f"{video.name}.mp4", video.fps)
-                                renderer.write(draw_frame(frame, predictor.class_names))
-                            if save_masks:
-                                write_png(out_dir / "masks" / video.name / f"{video.frame_name(frame.frame_id)}.png",
-                                          id_mask(frame))
-                        if dump_tracker:
-                            dump.update({f"clip{clip.clip.index}_{k}": v for k, v in clip.arrays().items()})
-                        bar.update(len(clip.frames))
-                except KeyboardInterrupt:
-                    if not isinstance(video, Camera):
-                        raise
-            except BaseException:
-                if renderer is not None:
-                    renderer.abort()
-                raise
+                _write_video(predictor, video, out_dir, results, render=render, save_masks=save_masks,
+                             dump_tracker=dump_tracker, progress=progress)
+                writer.write(results.results())
             finally:
-                bar.close()
-            if renderer is not None:
-                renderer.close()
-            if dump_tracker:
-                (out_dir / "tracker").mkdir(exist_ok=True)
-                np.savez(out_dir / "tracker" / f"{video.name}.npz", **dump)
-            video_tracks = results.tracks()
-            writer.write(video_tracks)
-            frames, tracks, count = frames + results.length, tracks + len(video_tracks), count + 1
+                results.close()
+            frames, tracks, count = frames + results.length, tracks + len(results), count + 1
     return RunSummary(writer.path, count, frames, tracks, time.perf_counter() - start)
+
+
+def _write_video(predictor: VideoPredictor, video: Video, out_dir: Path, results: VideoResults, *,
+                 render: bool, save_masks: bool, dump_tracker: bool, progress: bool) -> None:
+    """Stream one video into ``results`` and the optional per-frame outputs of :func:`predict_to_dir`."""
+    from tqdm import tqdm
+
+    renderer: Mp4Writer | None = None
+    dump: dict[str, np.ndarray] = {}
+    bar = tqdm(total=video.length, desc=video.name, unit="frame", disable=not progress, leave=False)
+    try:
+        try:
+            for clip in predictor.stream(video):
+                results.add(clip.frames)
+                for frame in clip.frames:
+                    if render:
+                        renderer = renderer or Mp4Writer(out_dir / f"{video.name}.mp4", video.fps)
+                        renderer.write(draw_frame(frame, predictor.class_names))
+                    if save_masks:
+                        write_png(out_dir / "masks" / video.name / f"{video.frame_name(frame.frame_id)}.png",
+                                  id_mask(frame))
+                if dump_tracker:
+                    dump.update({f"clip{clip.clip.index}_{k}": v for k, v in clip.arrays().items()})
+                bar.update(len(clip.frames))
+        except KeyboardInterrupt:
+            if not isinstance(video, Camera):  # a live source ends on Ctrl-C with what it has
+                raise
+    except BaseException:
+        if renderer is not None:
+            renderer.abort()
+        raise
+    finally:
+        bar.close()
+    if renderer is not None:
+        renderer.close()
+    if dump_tracker:
+        (out_dir / "tracker").mkdir(exist_ok=True)
+        np.savez(out_dir / "tracker" / f"{video.name}.npz", **dump)
 
 
 def load(weights: str | Path, device: str | torch.device = "cpu", **options) -> VideoPredictor:

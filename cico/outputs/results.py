@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from array import array
 from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,15 +84,23 @@ class Track:
                 "segmentations": self.segmentations}
 
 
-@dataclass
 class _TrackRecord:
-    scores: list[float] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    masks: dict[int, RLE] = field(default_factory=dict)
+    """Per-clip scores/labels and, per output frame, where its RLE counts lie in the spill file."""
+
+    def __init__(self) -> None:
+        self.scores = array("f")
+        self.labels = array("q")
+        self.frames = array("q")
+        self.offsets = array("q")
+        self.lengths = array("q")
 
 
 class VideoResults:
     """Collects the tracked clips of one video into :class:`Track` objects.
+
+    The RLE of every output frame is appended to a temporary file as soon as it is encoded, and only
+    small per-track arrays stay in memory, so memory does not grow with the video's length;
+    :meth:`results` then streams the results entries one track at a time.
 
     Args:
         video_id: written to every result.
@@ -105,7 +115,14 @@ class VideoResults:
         self.class_names = tuple(class_names)
         self.category_ids = None if category_ids is None else tuple(category_ids)
         self.length = 0
+        self.size: list[int] | None = None
         self._records: dict[int, _TrackRecord] = {}
+        self._spill = tempfile.TemporaryFile()
+        self._end = 0
+
+    def __len__(self) -> int:
+        """Number of tracks so far."""
+        return len(self._records)
 
     def add(self, frames: Sequence[FrameResult]) -> None:
         """Add one clip: its output frames (all with the clip's tracks, in the same order)."""
@@ -113,25 +130,52 @@ class VideoResults:
             return
         first = frames[0]
         for track_id, label, score in zip(first.ids.tolist(), first.labels.tolist(), first.scores.tolist()):
-            record = self._records.setdefault(track_id, _TrackRecord())
+            record = self._records.get(track_id)
+            if record is None:
+                record = self._records[track_id] = _TrackRecord()
             record.scores.append(score)
             record.labels.append(label)
         for frame in frames:
+            size = list(frame.image.shape[:2])
+            if self.size is None:
+                self.size = size
+            elif size != self.size:
+                raise ValueError(f"frame {frame.frame_id} is {size[1]}x{size[0]}, the video {self.size[1]}x{self.size[0]}")
             self.length = max(self.length, frame.frame_id + 1)
             for track_id, mask in zip(frame.ids.tolist(), frame.masks):
-                self._records[track_id].masks[frame.frame_id] = encode(mask)
+                counts = encode(mask)["counts"].encode("ascii")
+                record = self._records[track_id]
+                record.frames.append(frame.frame_id)
+                record.offsets.append(self._end)
+                record.lengths.append(len(counts))
+                self._spill.write(counts)
+                self._end += len(counts)
+
+    def _track(self, track_id: int, record: _TrackRecord) -> Track:
+        label = int(np.bincount(np.frombuffer(record.labels, dtype=np.int64)).argmax())
+        category = label if self.category_ids is None else self.category_ids[label - 1]
+        name = self.class_names[label - 1] if 0 < label <= len(self.class_names) else str(label)
+        score = np.frombuffer(record.scores, dtype=np.float32).mean().item()
+        segmentations: list[RLE | None] = [None] * self.length
+        self._spill.flush()
+        for frame, offset, length in zip(record.frames, record.offsets, record.lengths):
+            self._spill.seek(offset)
+            segmentations[frame] = {"size": self.size, "counts": self._spill.read(length).decode("ascii")}
+        self._spill.seek(self._end)
+        return Track(self.video_id, track_id, category, name, score, segmentations)
 
     def tracks(self) -> list[Track]:
         """The video's tracks, in order of first appearance."""
-        tracks = []
+        return [self._track(track_id, record) for track_id, record in self._records.items()]
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """The video's YouTube-VIS results entries, built one track at a time."""
         for track_id, record in self._records.items():
-            label = int(np.bincount(np.asarray(record.labels, dtype=np.int64)).argmax())
-            category = label if self.category_ids is None else self.category_ids[label - 1]
-            name = self.class_names[label - 1] if 0 < label <= len(self.class_names) else str(label)
-            score = np.asarray(record.scores, dtype=np.float32).mean().item()
-            segmentations = [record.masks.get(f) for f in range(self.length)]
-            tracks.append(Track(self.video_id, track_id, category, name, score, segmentations))
-        return tracks
+            yield self._track(track_id, record).to_result()
+
+    def close(self) -> None:
+        """Delete the spill file."""
+        self._spill.close()
 
 
 class ResultsWriter:
