@@ -220,3 +220,14 @@ def test_codalab_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
         write_submission(Boom(), target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.zip"]
+
+
+def test_speed_benchmark_prints_one_json_line() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_speed.py"
+    args = ["--videos", "2", "--frames", "3", "--gt-per-video", "2", "--results-per-video", "8", "--from-files"]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["result_tracks"] == 16 and report["evaluate_s"] >= 0 and 0 <= report["AP"] <= 1
