@@ -363,3 +363,10 @@ def test_ovis_gt_against_itself() -> None:
     assert res.per_class_ap[19] == 1.0 and res.per_class_ap[1] == -1.0
     single = {**gt, "annotations": gt["annotations"][:1]}
     assert evaluate(single, results[:1]).stats["AP"] == EPS_ONE
+
+
+def test_prediction_tracks_are_accepted_as_results() -> None:
+    from cico.outputs.results import Track as PredictedTrack
+
+    track = PredictedTrack(video_id=1, track_id=0, category_id=1, category_name="c1", score=0.7, segmentations=[seg(A), None])
+    assert evaluate(gt_file([{"masks": [A]}]), [track]).stats["AP"] == EPS_ONE

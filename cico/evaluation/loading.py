@@ -245,7 +245,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
 def load_results(
     results: Source | Sequence[Mapping[str, Any]], gt: GroundTruth
 ) -> tuple[list[Track], dict[int, int]]:
-    """Check a results list against the ground truth.
+    """Check a results list (dicts, or :class:`cico.outputs.results.Track`) against the ground truth.
 
     Returns the results of GT categories as tracks (in file order) and, for the results whose
     category is not a GT category (dropped, as the official code does), a count per category id.
@@ -257,6 +257,8 @@ def load_results(
     tracks: list[Track] = []
     dropped: dict[int, int] = {}
     for i, entry in enumerate(data):
+        if hasattr(entry, "to_result"):  # cico.outputs.results.Track, straight from prediction
+            entry = entry.to_result()
         where = f"result {i}"
         vid = _integer(_field(entry, "video_id", where, source), f"{where}: video_id", source)
         cid = _integer(_field(entry, "category_id", where, source), f"{where}: category_id", source)

@@ -229,7 +229,8 @@ def evaluate(
     Args:
         gt: ground-truth JSON path, or its parsed dict.
         results: results JSON path (or a CodaLab ``.zip`` holding ``results.json``), or the parsed
-            list: ``{"video_id", "category_id", "score", "segmentations": [RLE or polygon or null]}``.
+            list: ``{"video_id", "category_id", "score", "segmentations": [RLE or polygon or null]}``
+            entries or :class:`cico.outputs.results.Track` objects.
         zip_truncation: official quirk (default): a pair's IoU only covers the frames both
             segmentation lists have, so a result shorter than the video is not penalised for the
             frames it lacks. ``False`` treats the missing frames as "object absent".
