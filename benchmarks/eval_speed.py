@@ -87,11 +87,14 @@ def make_case(num_videos: int, frames: int, gt_per_video: int, res_per_video: in
         gt_params = []
         for _ in range(gt_per_video):
             cid = int(rng.choice(video_cats))
-            radius = float(rng.choice([rng.uniform(15, 70), rng.uniform(75, 140), rng.uniform(150, 260)], p=[0.4, 0.35, 0.25]))
+            sizes = [rng.uniform(15, 70), rng.uniform(75, 140), rng.uniform(150, 260)]  # small, medium, large
+            radius = float(rng.choice(sizes, p=[0.4, 0.35, 0.25]))
             params = motion(rng, frames, radius)
             counts = shape_counts(rng, *params)
             absent = rng.random(frames) < 0.08
-            segs = [None if c is None or gone else {"size": [HEIGHT, WIDTH], "counts": c} for c, gone in zip(counts, absent)]
+            segs = [
+                None if c is None or gone else {"size": [HEIGHT, WIDTH], "counts": c} for c, gone in zip(counts, absent)
+            ]
             areas = [None if s is None else int(sum(s["counts"][1::2])) for s in segs]
             boxes = [None if s is None else [0.0, 0.0, 0.0, 0.0] for s in segs]
             annotations.append({"id": len(annotations) + 1, "video_id": v, "category_id": cid, "iscrowd": 0,
@@ -118,7 +121,8 @@ def make_case(num_videos: int, frames: int, gt_per_video: int, res_per_video: in
             present = [f for f, c in enumerate(counts) if c is not None and not absent[f]]
             segs: list[dict | None] = [None] * frames
             if present:
-                rles = mask_utils.frPyObjects([{"size": [HEIGHT, WIDTH], "counts": counts[f]} for f in present], HEIGHT, WIDTH)
+                uncompressed = [{"size": [HEIGHT, WIDTH], "counts": counts[f]} for f in present]
+                rles = mask_utils.frPyObjects(uncompressed, HEIGHT, WIDTH)
                 for f, rle in zip(present, rles):
                     segs[f] = {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode("ascii")}
             results.append({"video_id": v, "category_id": cid, "score": score, "segmentations": segs})

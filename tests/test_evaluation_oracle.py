@@ -307,7 +307,8 @@ def random_case(seed: int) -> tuple[dict, list]:
             if areas_kind < 0.5:
                 areas = true_areas
             elif areas_kind < 0.8:  # the `areas` field decides the range, masks do not
-                areas = [None if a is None else float(rng.choice([0, 100, 16384, 20000, 65536, 70000])) for a in true_areas]
+                choices = [0, 100, 16384, 20000, 65536, 70000]
+                areas = [None if a is None else float(rng.choice(choices)) for a in true_areas]
             else:
                 areas = [None if a is None else int(a * rng.integers(50, 3000)) for a in true_areas]
             ann = {"id": ann_id, "video_id": vid, "category_id": cid, "segmentations": segs, "areas": areas,
@@ -418,14 +419,16 @@ def test_full_resolution_video_masks() -> None:
             cid = int(rng.integers(1, 3))
             cy, cx, ry, rx = rng.uniform(100, 600), rng.uniform(100, 1100), rng.uniform(20, 300), rng.uniform(20, 400)
             masks = [ellipse(cy + 9 * f, cx + 15 * f, ry, rx) for f in range(frames)]
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": vid, "category_id": cid, "iscrowd": 0,
-                                      "segmentations": [_uncompressed(m) for m in masks],
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": vid, "category_id": cid,
+                                      "iscrowd": 0, "segmentations": [_uncompressed(m) for m in masks],
                                       "areas": [int(m.sum()) for m in masks]})  # fmt: skip
             for _ in range(3):
                 dy, dx, s = rng.normal(0, 15), rng.normal(0, 25), rng.uniform(0.8, 1.2)
                 segs = [encode(ellipse(cy + 9 * f + dy, cx + 15 * f + dx, ry * s, rx / s)) for f in range(frames)]
-                results.append({"video_id": vid, "category_id": cid, "score": float(rng.random()), "segmentations": segs})
+                results.append({"video_id": vid, "category_id": cid, "score": float(rng.random()),
+                                "segmentations": segs})  # fmt: skip
         for _ in range(3):
             segs = [encode(ellipse(*rng.uniform(50, 650, 2), *rng.uniform(10, 200, 2))) for _ in range(frames)]
-            results.append({"video_id": vid, "category_id": int(rng.integers(1, 3)), "score": float(rng.random()), "segmentations": segs})
+            results.append({"video_id": vid, "category_id": int(rng.integers(1, 3)), "score": float(rng.random()),
+                            "segmentations": segs})  # fmt: skip
     _check(gt, results)

@@ -104,13 +104,14 @@ def test_masks_of_another_size_add_nothing_to_intersection_or_union() -> None:
     other_disjoint = box(6, 8, 7, 9, h=H + 1)  # boxes do not overlap: mask.iou says 0
     gt = [_track([A, A, A, None])]
     # frame 0: 16/16; frames 1, 2: sizes differ -> nothing; frame 3: only the result -> union += 4
-    dt = [_track([A, other_overlapping, other_disjoint, box(0, 2, 0, 2, h=H + 1)])]
+    dt_masks = [A, other_overlapping, other_disjoint, box(0, 2, 0, 2, h=H + 1)]
+    dt = [_track(dt_masks)]
     ious, mismatch = video_iou(dt, gt)
     assert ious[0, 0] == 16 / 20
     assert mismatch is not None and mismatch.frames == 2
     # Through the metric: the warning, and IoU 0.8 -> TP up to threshold 0.8 (7 of 10 thresholds).
     with pytest.warns(EvaluationWarning, match="different sizes"):
-        res = evaluate(gt_file([{"masks": [A, A, A, None]}]), [result([A, other_overlapping, other_disjoint, box(0, 2, 0, 2, h=H + 1)])])
+        res = evaluate(gt_file([{"masks": [A, A, A, None]}]), [result(dt_masks)])
     assert res.stats["AP"] == pytest.approx(0.7 * EPS_ONE, abs=1e-12)
     # Only size-mismatched frames in common: union 0 -> IoU 0.
     ious, _ = video_iou([_track([other_overlapping])], [_track([A])])
@@ -333,8 +334,11 @@ def _gt_as_results(gt: dict) -> list[dict]:
         for s in ann["segmentations"]:
             rle = to_rle(s, *sizes[ann["video_id"]])
             counts = None if rle is None else rle["counts"]
-            segs.append(None if rle is None else {"size": list(rle["size"]), "counts": counts if isinstance(counts, str) else counts.decode()})
-        out.append({"video_id": ann["video_id"], "category_id": ann["category_id"], "score": 0.9, "segmentations": segs})
+            if rle is not None:
+                rle = {"size": list(rle["size"]), "counts": counts if isinstance(counts, str) else counts.decode()}
+            segs.append(rle)
+        out.append({"video_id": ann["video_id"], "category_id": ann["category_id"], "score": 0.9,
+                    "segmentations": segs})  # fmt: skip
     return out
 
 
@@ -368,5 +372,6 @@ def test_ovis_gt_against_itself() -> None:
 def test_prediction_tracks_are_accepted_as_results() -> None:
     from cico.outputs.results import Track as PredictedTrack
 
-    track = PredictedTrack(video_id=1, track_id=0, category_id=1, category_name="c1", score=0.7, segmentations=[seg(A), None])
+    track = PredictedTrack(video_id=1, track_id=0, category_id=1, category_name="c1", score=0.7,
+                           segmentations=[seg(A), None])  # fmt: skip
     assert evaluate(gt_file([{"masks": [A]}]), [track]).stats["AP"] == EPS_ONE

@@ -17,7 +17,9 @@ from ..evaluation import EvaluationWarning, evaluate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gt", metavar="GT.json", help="ground-truth annotation file (YouTube-VIS / OVIS format)")
     parser.add_argument(
-        "results", metavar="RESULTS.json", help="results list as written by 'cico predict' (or a CodaLab submission .zip)"
+        "results",
+        metavar="RESULTS.json",
+        help="results list as written by 'cico predict' (or a CodaLab submission .zip)",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line holding the 12 numbers")
     parser.add_argument(

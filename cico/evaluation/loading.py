@@ -143,11 +143,14 @@ def _track_masks(
         else:
             height, width = size
             if isinstance(seg, list) and (height is None or width is None):
-                raise CicoError(f"{where}: segmentations[{frame}] is a polygon but the video has no height/width", source)
+                raise CicoError(
+                    f"{where}: segmentations[{frame}] is a polygon but the video has no height/width", source
+                )
             try:
                 rle = to_rle(seg, height or 0, width or 0)
             except Exception as err:  # pycocotools raises bare Exception for unsupported input
-                raise CicoError(f"{where}: segmentations[{frame}] is not a valid polygon or RLE ({err})", source) from None
+                problem = f"segmentations[{frame}] is not a valid polygon or RLE ({err})"
+                raise CicoError(f"{where}: {problem}", source) from None
         rles.append(rle)
         frames.append(frame)
     n = len(rles)
@@ -164,7 +167,8 @@ def _track_masks(
         too_big = np.flatnonzero((areas[frames] > sizes[frames, 0] * sizes[frames, 1]) | (sizes[frames] <= 0).any(1))
         if too_big.size:
             f = frames[too_big[0]]
-            raise CicoError(f"{where}: segmentations[{f}] is not a valid RLE (counts do not fit size {sizes[f].tolist()})", source)
+            problem = f"segmentations[{f}] is not a valid RLE (counts do not fit size {sizes[f].tolist()})"
+            raise CicoError(f"{where}: {problem}", source)
     return rles, areas, sizes
 
 

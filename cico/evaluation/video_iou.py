@@ -96,9 +96,10 @@ def video_iou(
             lost[np.ix_(di, gi)] += np.where(same, 0, pair_area)
             if not mismatched:
                 d, g = np.argwhere(~same)[0]
+                d_size, g_size = "x".join(map(str, size_d[di[d], f])), "x".join(map(str, size_g[gi[g], f]))
                 example = (
-                    f"video {dts[di[d]].video_id} frame {f}: result {dts[di[d]].id} is "
-                    f"{'x'.join(map(str, size_d[di[d], f]))}, GT {gts[gi[g]].id} is {'x'.join(map(str, size_g[gi[g], f]))}"
+                    f"video {dts[di[d]].video_id} frame {f}: result {dts[di[d]].id} is {d_size},"
+                    f" GT {gts[gi[g]].id} is {g_size}"
                 )
             mismatched += int((~same).sum())
         inter[np.ix_(di, gi)] += np.rint(iou * pair_area / (1.0 + iou)).astype(np.int64)

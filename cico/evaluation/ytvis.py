@@ -206,7 +206,9 @@ def _accumulate(records: list[_VideoRecord]) -> tuple[np.ndarray, np.ndarray]:
     return precision, recall
 
 
-def _summarize(precision: np.ndarray, recall: np.ndarray, is_ap: bool, iou: float | None, area: str, max_dets: int) -> float:
+def _summarize(
+    precision: np.ndarray, recall: np.ndarray, is_ap: bool, iou: float | None, area: str, max_dets: int
+) -> float:
     """Official ``_summarize``: mean of the defined entries of one slice, -1 if none."""
     aind = [i for i, label in enumerate(AREA_RANGES) if label == area]
     mind = [i for i, m in enumerate(MAX_DETS) if m == max_dets]
