@@ -6,7 +6,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # name -> module; imported on first use so that ``import cico`` stays light (no torch)
-_LAZY = {"build_model": "cico.model.network"}
+_LAZY = {"build_model": "cico.model.network", "load": "cico.inference.video"}
 
 __all__ = ["__version__", *_LAZY]
 
