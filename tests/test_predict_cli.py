@@ -15,7 +15,9 @@ from cico.data.rle import decode
 from cico.data.sources import open_source
 from cico.data.synthetic import make_synthetic
 from tests.conftest import SHARED
-from tests.video_helpers import disc_frames, tiny_checkpoint, write_frames, write_mp4
+from cico.model.checkpoint import save_checkpoint
+from cico.model.config import get_preset
+from tests.video_helpers import disc_frames, tiny_checkpoint, tiny_model, write_frames, write_mp4
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,7 @@ def test_bad_inputs_are_one_line_errors(weights: Path, tmp_path: Path, capsys):
     empty.mkdir()
     not_ckpt = tmp_path / "weights.pth"
     not_ckpt.write_bytes(b"\x00not a checkpoint")
+    other = save_checkpoint(tmp_path / "other.pth", tiny_model(), config=get_preset("tiny_condinst", num_classes=2))
     out = tmp_path / "out"
     davis = SHARED / "data" / "davis2016_mini"
     cases = [
@@ -97,6 +100,7 @@ def test_bad_inputs_are_one_line_errors(weights: Path, tmp_path: Path, capsys):
         (lambda: predict(weights, tmp_path / "nothing.mp4", out), "nothing.mp4: no such file"),
         (lambda: predict(not_ckpt, video, out), "weights.pth"),
         (lambda: predict(tmp_path / "missing.pth", video, out), "missing.pth"),
+        (lambda: predict(other, video, out), "other.pth: weights do not fit the model config"),
         (lambda: predict(weights, video, out, "--clip-frames", "5"), "clips of 3 frames"),
         (lambda: predict(weights, video, out, "--overlap", "3"), "--overlap"),
         (lambda: main(["predict", "--weights", str(weights), "--out", str(out)]), "give either a SOURCE or a dataset"),

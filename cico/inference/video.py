@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..data.sources import Camera, Video, open_source
 from ..data.transforms import pad_to, padded_size, test_transform
+from ..model.config import ModelConfig
 from ..model.network import CiCo
 from ..model.outputs import ClipDetections
 from ..outputs.render import Mp4Writer, draw_frame, id_mask, write_png
@@ -203,7 +204,7 @@ class VideoPredictor:
         return cls(load_model(weights, device), **options)
 
     @property
-    def config(self):
+    def config(self) -> ModelConfig:
         return self.model.config
 
     @property
