@@ -1,14 +1,41 @@
-"""cico: CiCo (Clip-in Clip-out) video instance segmentation."""
+"""cico: CiCo (Clip-in Clip-out) video instance segmentation.
+
+``cico.load(weights)`` gives a video predictor (``.predict(source)`` returns typed tracks),
+``cico.build_model(preset)`` the bare network, ``cico.evaluate(gt, results)`` the official
+YouTube-VIS metric. Heavy modules (torch) are imported on first use, so ``import cico`` stays light.
+"""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# name -> module; imported on first use so that ``import cico`` stays light (no torch)
-_LAZY = {"build_model": "cico.model.network", "load": "cico.inference.video"}
+if TYPE_CHECKING:
+    from .inference.video import VideoPredictor
 
-__all__ = ["__version__", *_LAZY]
+# name -> module; imported on first use
+_LAZY = {"build_model": "cico.model.network", "evaluate": "cico.evaluation"}
+
+__all__ = ["__version__", "load", *_LAZY]
+
+
+def load(weights: str | Path = "demo", device: str = "cpu", **options: Any) -> VideoPredictor:
+    """A video predictor for a cico checkpoint, or for a model shipped with cico by name (``"demo"``).
+
+    Args:
+        weights: a cico checkpoint (``.pt``/``.pth``/``.safetensors``: a training run's ``final.pt``, a
+            converted published checkpoint) or the name of a shipped model.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        options: passed to :class:`cico.inference.video.VideoPredictor` (``overlap``, ``batch_clips``,
+            ``amp``, ``channels_last``, ``score_thresh``, ...).
+    """
+    from .demo import SHIPPED_MODELS, shipped_weights
+    from .inference.video import load as load_predictor
+
+    if isinstance(weights, str) and weights in SHIPPED_MODELS:
+        weights = shipped_weights(weights)
+    return load_predictor(weights, device, **options)
 
 
 def __getattr__(name: str) -> Any:
