@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from cico.model.box_coder import center_size, decode, encode
 from cico.model.outputs import HeadOutputs
 from cico.training.losses import (
+    LossConfig,
     CiCoLoss,
     box_area_pixels,
     centerness_bce,
@@ -220,3 +221,22 @@ def test_condinst_mask_term_runs_and_reaches_the_parameters() -> None:
     losses["mask"].backward()
     assert head.mask_coeff.grad[2:, :2].abs().sum() > 0  # positives get gradients
     assert head.mask_coeff.grad[:2].abs().sum() == 0  # the empty clip's anchors do not
+
+
+def test_centerness_target_clamp_option() -> None:
+    head, boxes, masks, labels = _batch()
+    with torch.no_grad():
+        head.loc[:, :, 0::4] += 25.0  # predictions far to the right: DIoU < 0, a negative target
+    positives = [(k, a) for k in (2, 3) for a in (0, 1)]
+    gt = torch.tensor([0.0, 0.0, 0.5, 0.5])
+    targets, probs = [], []
+    for k, a in positives:
+        pred_boxes = decode(head.loc[k, a].detach().reshape(2, 4), head.priors[a].expand(2, 4))
+        targets.append(1 - sum(diou_loss(pred_boxes[t], gt).item() for t in range(2)) / 2)
+        probs.append(head.centerness[k, a, 0].item())
+    assert max(targets) < 0
+    plain = CiCoLoss(2)(head, boxes, masks, labels)["centerness"].item()
+    clamped = CiCoLoss(2, cfg=LossConfig(clamp_centerness_target=True))(head, boxes, masks, labels)["centerness"].item()
+    bce = [(-(t * math.log(p) + (1 - t) * math.log(1 - p))) for t, p in zip(targets, probs)]
+    assert plain == pytest.approx(sum(bce) / 4, rel=1e-5)  # the reference: the negative target as is
+    assert clamped == pytest.approx(sum(-math.log(1 - p) for p in probs) / 4, rel=1e-5)  # target 0

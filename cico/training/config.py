@@ -126,12 +126,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # horizontal flip, and torchvision's default initialisation, which trains faster from scratch than
     # Xavier on the backbone. Chosen on the synthetic-shapes benchmark (benchmarks/train_synthetic.py).
     "tiny": {
-        "model": {"min_size": 128, "max_size": 224},
+        "model": {"backbone_width": 32, "min_size": 128, "max_size": 224},
         "iters": 3000,
         "batch_size": 4,
         "lr": 0.01,
+        "clip_grad_norm": 10.0,
         "schedule": {"warmup_iters": 100, "warmup_init": 0.001, "milestones": [0.8]},
         "data": {"flip": "horizontal"},
+        "loss": {"clamp_centerness_target": True},
         "reference_init": False,
         "checkpoint_every": 250,
         "eval_every": 500,

@@ -45,6 +45,9 @@ class LossConfig:
         mask_weight: ``MASK_HEADS.LOSS_ALPHA``; the mask term is scaled by ``mask_weight·min(T, 5)``.
         mask_crop_factor, mask_crop_min: crop of the circumscribed GT box (×1.5, sides ≥ 0.1).
         temporal_decay: the ``0.9^|Δt|`` frame weights of the mask loss.
+        clamp_centerness_target: ★ the reference's centerness target (mean DIoU) can be negative, which
+            makes the BCE unbounded below (down to the −100 log clamp) and drives the centerness of badly
+            localised positives to 0. ``True`` clamps the target to ``[0, 1]`` (a fix; off by default).
         match: the matcher's thresholds and quirks.
     """
 
@@ -60,6 +63,7 @@ class LossConfig:
     mask_crop_factor: float = 1.5
     mask_crop_min: float = 0.1
     temporal_decay: float = 0.9
+    clamp_centerness_target: bool = False
     match: MatchConfig = field(default_factory=MatchConfig)
 
 
@@ -205,7 +209,10 @@ class CiCoLoss(nn.Module):
         box_p = decode(loc_p.reshape(n_pos, T, 4), priors)
         box_t = decode(loc_t.reshape(n_pos, T, 4), priors)
         per_pos = diou_loss(box_p, box_t).mean(dim=1)  # [n_P]
-        center = centerness_bce(head.centerness[pos][:, 0], (1 - per_pos).detach()).mean()
+        target = (1 - per_pos).detach()
+        if cfg.clamp_centerness_target:
+            target = target.clamp(0, 1)
+        center = centerness_bce(head.centerness[pos][:, 0], target).mean()
         return {"box": box * cfg.box_weight, "box_diou": per_pos.mean() * cfg.diou_weight,
                 "centerness": center * cfg.center_weight}
 
