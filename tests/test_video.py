@@ -27,13 +27,18 @@ def test_reference_clips_of_eight_frames():
     assert last.images[2] is last.images[0]  # cyclic padding repeats the frame itself
 
 
-def test_short_last_clip_padding_and_last_output_position_wins():
-    # L=7: the last clip is [6, 6, 6]; the reference writes frame 6 from positions 0 then 1
-    assert list(split_clips(frame_list(7), 3, 1))[-1].outputs == [(6, 1)]
+def test_short_last_clip_outputs_only_its_real_frames():
+    # L=7: the last clip is [6, 6, 6]; the reference outputs frame 6 from position 0 only
+    # (eval.py slices the clip's unpadded frame range to its first T-O frames)
+    assert list(split_clips(frame_list(7), 3, 1))[-1].outputs == [(6, 0)]
     assert [(c.frame_ids, c.outputs) for c in split_clips(frame_list(1), 3, 1)] == [([0, 0, 0], [(0, 0)])]
     assert [(c.frame_ids, c.outputs) for c in split_clips(frame_list(2), 3, 1)] == [([0, 1, 0], [(0, 0), (1, 1)])]
-    # no overlap: [0,1,2], [3,3,3] outputs all three positions of frame 3: the last wins
-    assert [c.outputs for c in split_clips(frame_list(4), 3, 0)] == [[(0, 0), (1, 1), (2, 2)], [(3, 2)]]
+    # no overlap: [0, 1, 2], [3, 3, 3]
+    assert [c.outputs for c in split_clips(frame_list(4), 3, 0)] == [[(0, 0), (1, 1), (2, 2)], [(3, 0)]]
+    # T=5, O=3: the last two clips [4..7, 4] and [6, 7, 6, 7, 6] output 2 frames each
+    clips = list(split_clips(frame_list(8), 5, 3))
+    assert [c.frame_ids for c in clips[-2:]] == [[4, 5, 6, 7, 4], [6, 7, 6, 7, 6]]
+    assert [c.outputs for c in clips[-2:]] == [[(4, 0), (5, 1)], [(6, 0), (7, 1)]]
 
 
 @pytest.mark.parametrize("clip_frames,overlap", [(3, 1), (3, 0), (3, 2), (5, 3), (1, 0), (4, 1)])

@@ -3,7 +3,8 @@
 The reference's test loop (spec §5.1, §5.4, §5.7) for one video of ``L`` frames with clips of ``T`` frames
 overlapping by ``O``: clip ``c`` holds frames ``c·(T-O) .. c·(T-O)+T-1`` (``⌈L / (T-O)⌉`` clips); a short last
 clip is padded cyclically (``[a, b] -> [a, b, a]``, ★ quirk 12); each clip outputs only its first
-``min(T-O, L)`` frames, so every frame is output once and the overlap frames only serve linking.
+``T-O`` frames (of its real, unpadded frames: the last clip ``[6, 6, 6]`` of a 7-frame video outputs frame 6
+from position 0 only), so every frame is output once and the overlap frames only serve linking.
 
 :class:`VideoPredictor` runs that loop as a stream: frames are decoded lazily from any
 :mod:`cico.data.sources` video, clips are formed on the fly, a batch of ``batch_clips`` clips goes through
@@ -52,9 +53,8 @@ class Clip:
         index: clip number in the video (0 resets the tracker).
         frame_ids: the ``T`` frame ids, cyclic padding included (``[6, 7, 6]``).
         images: the ``T`` frames (BGR ``uint8 [H, W, 3]``; a padded slot shares its frame's array).
-        outputs: ``(frame_id, t)`` of the frames this clip outputs, in frame order; where cyclic padding
-            puts one frame at several output positions, the last position wins (as the reference's
-            per-frame writes do).
+        outputs: ``(frame_id, t)`` of the frames this clip outputs: its first ``min(T-O, real frames)``
+            positions (the reference slices the clip's unpadded frame range).
     """
 
     index: int
@@ -96,9 +96,8 @@ def split_clips(frames: Iterable[np.ndarray], clip_frames: int, overlap: int) ->
         real = len(window)
         slots = [t % real for t in range(clip_frames)]  # cyclic padding of a short clip
         frame_ids = [left + s for s in slots]
-        n_out = step if not exhausted else min(step, left + real)
-        positions = {frame_ids[t]: t for t in range(n_out)}
-        yield Clip(index, frame_ids, [window[s] for s in slots], sorted(positions.items()))
+        outputs = [(left + t, t) for t in range(min(step, real))]
+        yield Clip(index, frame_ids, [window[s] for s in slots], outputs)
         del window[:step]
         left += step
         index += 1
