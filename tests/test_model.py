@@ -11,7 +11,7 @@ from torchvision.ops import FrozenBatchNorm2d
 import cico
 from cico.model.anchors import AnchorGenerator, make_anchors
 from cico.model.backbone import SwinBackbone
-from cico.model.head import ClipConv3d
+from cico.model.convolution import ClipConv3d
 from cico.model.protonet import aligned_bilinear
 
 
@@ -21,26 +21,41 @@ def tiny() -> nn.Module:
     return cico.build_model("tiny_yolact", num_classes=5).eval()
 
 
+@pytest.mark.parametrize("implementation", ["taps", "winograd", "conv3d"])
 @pytest.mark.parametrize("frames", [1, 2, 3, 4])
-def test_clip_conv3d_equals_conv3d(frames: int) -> None:
+def test_clip_conv3d_equals_conv3d(frames: int, implementation: str) -> None:
     torch.manual_seed(frames)
     conv = ClipConv3d(6, 5, frames)
-    ref = nn.Conv3d(6, 5, 3, padding=1)
+    conv.implementation = implementation
+    ref = nn.Conv3d(6, 5, 3, padding=1).double()
     ref.load_state_dict(conv.state_dict())
-    x = torch.randn(2 * frames, 6, 7, 9, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
+    x = torch.randn(2 * frames, 6, 7, 9, requires_grad=True)  # 7x9: partial Winograd tiles
+    x_ref = x.detach().double().requires_grad_(True)
     y = conv(x.contiguous(memory_format=torch.channels_last))
-    cube = x_ref.unflatten(0, (2, frames)).transpose(1, 2)
-    y_ref = ref(cube).transpose(1, 2).flatten(0, 1)
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    y_ref = ref(x_ref.unflatten(0, (2, frames)).transpose(1, 2)).transpose(1, 2).flatten(0, 1)
+    torch.testing.assert_close(y, y_ref.float(), rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(y)
     y.backward(grad)
-    y_ref.backward(grad)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-5, atol=1e-5)
-    conv.implementation = "conv3d"
-    torch.testing.assert_close(conv(x.detach()), y_ref.detach(), rtol=1e-5, atol=1e-5)
+    y_ref.backward(grad.double())
+    torch.testing.assert_close(x.grad, x_ref.grad.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv.bias.grad, ref.bias.grad.float(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # inference: cached kernels
+        torch.testing.assert_close(conv(x), y_ref.float(), rtol=1e-5, atol=1e-5)
+        conv.weight.mul_(2)  # the cache follows weight updates
+        torch.testing.assert_close(conv(x) - conv.bias[:, None, None], 2 * (y - conv.bias[:, None, None]),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_clip_conv3d_auto_implementation() -> None:
+    conv = ClipConv3d(2, 2, 3)
+    x = torch.zeros(3, 2, 4, 4)
+    assert conv._implementation(x) == "taps"  # gradients on: training path
+    with torch.no_grad():
+        assert conv._implementation(x) == "winograd"
+        assert conv._implementation(x.double()) == "taps"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv._implementation(x) == "taps"
 
 
 def test_clip_conv3d_rejects_partial_clips() -> None:
@@ -84,18 +99,18 @@ def test_output_shapes_and_layouts(tiny: nn.Module) -> None:
     assert ((head.centerness > 0) & (head.centerness < 1)).all() and (head.mask_coeff.abs() <= 1).all()
     torch.testing.assert_close(head.track.norm(dim=-1), torch.ones(6, n))
     assert (head.proto >= 0).all()
-    # clip-major: clip 1 alone gives the rows 3..5 of the batch (the 3D convs never mix clips)
+    # clip-major: swapping the clips swaps the row blocks (the 3D convs never mix clips)
     with torch.no_grad():
-        alone = tiny(clips[1:]).head
-    torch.testing.assert_close(alone.loc, head.loc[3:], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(alone.proto, head.proto[1:], rtol=1e-4, atol=1e-4)
+        swapped = tiny.forward_raw(clips.flip(0))
+    torch.testing.assert_close(swapped.loc, torch.cat((head.loc[3:], head.loc[:3])), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(swapped.proto, head.proto.flip(0), rtol=1e-4, atol=1e-4)
     assert out.detections is not None and len(out.detections) == 2
 
 
 def test_train_mode_returns_raw_outputs_and_gradients() -> None:
     torch.manual_seed(2)
     model = cico.build_model("tiny_condinst", num_classes=4).train()
-    out = model(torch.randn(1, 3, 3, 64, 64))
+    out = model(torch.randn(2, 3, 3, 64, 96))
     assert out.detections is None and out.head.mask_coeff.shape[-1] == 161
     loss = sum(t.float().square().mean() for t in (out.head.loc, out.head.conf, out.head.centerness,
                                                      out.head.mask_coeff, out.head.track, out.head.proto))
@@ -105,9 +120,9 @@ def test_train_mode_returns_raw_outputs_and_gradients() -> None:
 
 def test_input_checks(tiny: nn.Module) -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
-        tiny(torch.zeros(1, 3, 3, 64, 80))
+        tiny(torch.zeros(2, 3, 3, 64, 80))
     with pytest.raises(ValueError, match=r"\[B, 3, 3, H, W\]"):
-        tiny(torch.zeros(1, 2, 3, 64, 64))
+        tiny(torch.zeros(2, 2, 3, 64, 96))
 
 
 def test_swin_any_input_size() -> None:
@@ -127,14 +142,14 @@ def test_frozen_bn_option_loads_trainable_bn_weights(tiny: nn.Module) -> None:
     assert isinstance(frozen.backbone.bn1, FrozenBatchNorm2d)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.backbone.modules())
     frozen.load_state_dict(tiny.state_dict())
-    x = torch.randn(1, 3, 3, 64, 64)
+    x = torch.randn(2, 3, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x).head.loc, tiny(x).head.loc, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_autocast_and_channels_last(tiny: nn.Module) -> None:
     torch.manual_seed(4)
-    clips = torch.randn(1, 3, 3, 64, 96)
+    clips = torch.randn(2, 3, 3, 64, 96)
     with torch.no_grad():
         model = cico.build_model(tiny.config).eval()
         model.load_state_dict(tiny.state_dict())

@@ -12,7 +12,7 @@ predicts the boxes of all ``T`` frames), ``centerness_layer`` (``A``, sigmoid), 
 ``A·(C+1)`` logits), ``mask_layer`` (``A·D``, tanh) and ``track_layer`` (``A·E``, L2-normalised).
 
 Clips stay frame-major ``[B·T, F, h, w]`` throughout (frame ``t`` of clip ``b`` at row ``b·T + t``):
-:class:`ClipConv3d` computes a 3D convolution on that layout directly.
+:class:`~cico.model.convolution.ClipConv3d` computes the 3D convolutions on that layout directly.
 """
 from __future__ import annotations
 
@@ -22,71 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class ClipConv3d(nn.Module):
-    """A ``k×k×k`` convolution over clips of ``T`` frames, on frame-major input ``[B·T, C, H, W]``.
-
-    Equivalent to ``nn.Conv3d(in, out, k, padding=k//2)`` on the cube ``[B, C, T, H, W]`` (and its weight is
-    stored in the same layout ``[out, in, k, k, k]``, so state dicts and parameter counts are the same).
-
-    ``implementation``:
-
-    * ``"taps"`` (default): one 2D convolution per temporal tap, the centre tap over all frames and each other
-      tap only over the frames whose neighbour exists, added to the shifted output rows. Taps that would read
-      the zero temporal padding are skipped (7 frame-convolutions instead of 9 for ``k = T = 3``), and the 2D
-      convolutions run in the input's memory format (channels_last is fastest on CPU).
-    * ``"conv3d"``: the reference's computation, ``F.conv3d`` on the cube (for comparison).
-
-    Args:
-        in_channels, out_channels: channels.
-        clip_frames: ``T``, the frames per clip.
-        kernel_size: ``k`` (odd).
-        bias: add a learnable bias.
-    """
-
-    implementation: str = "taps"
-
-    def __init__(self, in_channels: int, out_channels: int, clip_frames: int, kernel_size: int = 3,
-                 bias: bool = True) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.clip_frames, self.kernel_size = clip_frames, kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """``nn.Conv3d``'s default initialisation."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.weight[0].numel())
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"clip_frames={self.clip_frames}, bias={self.bias is not None}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x [B·T, in, H, W]`` -> ``[B·T, out, H, W]``."""
-        frames, pad = self.clip_frames, self.kernel_size // 2
-        if x.shape[0] % frames:
-            raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
-        if self.implementation == "conv3d":
-            cube = x.unflatten(0, (-1, frames)).transpose(1, 2)
-            return F.conv3d(cube, self.weight, self.bias, padding=pad).transpose(1, 2).flatten(0, 1)
-        y = F.conv2d(x, self.weight[:, :, pad], self.bias, padding=pad)
-        clips = x.unflatten(0, (-1, frames))
-        out = y.unflatten(0, (-1, frames))
-        for tap in range(self.kernel_size):
-            shift = tap - pad  # output frame t reads input frame t + shift
-            if shift == 0 or abs(shift) >= frames:
-                continue
-            src = clips[:, max(shift, 0):frames + min(shift, 0)]
-            partial = F.conv2d(src.flatten(0, 1), self.weight[:, :, tap], padding=pad)
-            out[:, max(-shift, 0):frames - max(shift, 0)] += partial.unflatten(0, (-1, frames - abs(shift)))
-        return y
+from .convolution import ClipConv3d
 
 
 def _tower(num_layers: int, channels: int, clip_frames: int | None) -> nn.Sequential:

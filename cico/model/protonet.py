@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .head import ClipConv3d
+from .convolution import ClipConv3d
 
 
 def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
