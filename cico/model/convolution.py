@@ -44,7 +44,8 @@ _TILE = 4  # output tile side; input tiles are _TILE + 2
 
 @functools.lru_cache(maxsize=8)
 def _tile_transforms(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """The 2D input and output tile transforms as matrices on flattened tiles: ``Bᵀ⊗Bᵀ [36, 36]``, ``Aᵀ⊗Aᵀ [16, 36]``."""
+    """The 2D input and output tile transforms, as matrices on flattened tiles: ``Bᵀ⊗Bᵀ [36, 36]``,
+    ``Aᵀ⊗Aᵀ [16, 36]``."""
     bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
     return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
 
