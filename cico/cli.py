@@ -16,6 +16,7 @@ from .errors import CicoError
 
 # name -> (module under cico.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the shipped model on fresh synthetic videos (or --video FILE) and score it"),
     "make-synthetic": ("make_synthetic", "write a synthetic video dataset in the YouTube-VIS format"),
     "check-data": ("check_data", "validate a YouTube-VIS/OVIS-format dataset"),
     "split": ("split", "write a deterministic held-out split of a training annotation file"),
