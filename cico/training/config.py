@@ -63,7 +63,9 @@ class TrainConfig:
         out: the run folder.
         iters: iterations of the run; 0 means ``epochs`` full passes (``⌊clips / batch⌋`` iterations each).
         batch_size: clips per process per iteration.
-        lr, momentum, weight_decay: SGD on every parameter (one group, as the reference).
+        optimizer: ``sgd`` (the reference) or ``adamw``.
+        lr, momentum, weight_decay: the optimiser's settings; SGD (and AdamW) update every parameter in
+            one group, weight decay included, as the reference does.
         scale_lr: multiply ``lr`` by ``batch_size · processes / reference_batch``.
         amp: ``auto`` (bf16 on a GPU that has it, else fp16 with a grad scaler; float32 on CPU),
             ``none``, ``bf16`` or ``fp16``.
@@ -93,6 +95,7 @@ class TrainConfig:
     iters: int = 0
     epochs: int = 12
     batch_size: int = 6
+    optimizer: str = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4

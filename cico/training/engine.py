@@ -95,6 +95,15 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return dtypes[choice]
 
 
+def _optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """SGD on every parameter, one group (the reference), or AdamW (``optimizer=adamw``)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    raise CicoError(f"optimizer={cfg.optimizer!r}: expected sgd or adamw")
+
+
 def _seed_process(seed: int, rank: int) -> None:
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2 ** 32)
@@ -233,7 +242,7 @@ class Trainer:
                             f"x {env.world_size} processes", cfg.train_ann)
         total = cfg.iters or cfg.epochs * per_epoch
         lr = scaled_lr(cfg.lr, cfg.batch_size * env.world_size, cfg.reference_batch) if cfg.scale_lr else cfg.lr
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = _optimizer(cfg, model, lr)
         scheduler = WarmupStepLR(optimizer, total, cfg.schedule)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         criterion = CiCoLoss.for_model(model_config, cfg.loss)
