@@ -144,12 +144,14 @@ def test_eval_writes_results_zip_and_scores(weights: Path, tmp_path: Path, capsy
     assert (tmp_path / "eval2" / "submission.zip").exists()
 
 
-def test_benchmark_prints_one_json_line(weights: Path, capsys):
+def test_benchmark_prints_one_json_line(weights: Path, tmp_path: Path, capsys):
     assert main(["benchmark", "--weights", str(weights), "--size", "60x100", "--warmup", "0", "--repeats", "1"]) == 0
     record = json.loads(capsys.readouterr().out.strip())
     assert record["mode"] == "network" and record["input_size"] == [64, 96] and record["frames_per_s"] > 0
-    assert main(["benchmark", "--weights", str(weights), "--size", "60x100", "--end-to-end", "--frames", "2"]) == 0
+    folder = write_frames(tmp_path / "clip", disc_frames(3))
+    assert main(["benchmark", "--weights", str(weights), "--end-to-end", "--source", str(folder)]) == 0
     record = json.loads(capsys.readouterr().out.strip())
-    assert record["mode"] == "end-to-end" and record["frames"] == 2 and record["frames_per_s"] > 0
+    assert record["mode"] == "end-to-end" and record["frames"] == 3 and record["frame_size"] == [90, 160]
+    assert record["frames_per_s"] > 0 and record["detections_per_clip"] > 0
     assert main(["benchmark", "--preset", "no_such_preset"]) == 2
     assert "unknown model preset" in error_line(capsys)

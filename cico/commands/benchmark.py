@@ -7,9 +7,9 @@ Protocol:
   ``--warmup`` untimed forwards, then ``--repeats`` timed ones (CUDA synchronised before and after).
   ``frames_per_s`` counts the ``T - O`` new frames each clip contributes to a video (O = ``--overlap``).
 * ``--end-to-end``: an mp4 of ``--frames`` frames of moving shapes at ``--size`` is written first (not
-  timed); after a warm-up on its first clip, the whole video is timed through ``VideoPredictor``: PyAV
-  decoding, preprocessing, network + detection, linking, masks back at full size and RLE encoding.
-  ``frames_per_s`` = video frames / seconds.
+  timed), or ``--source`` names a real video / frame folder; after a warm-up on one clip of moving shapes,
+  the whole video is timed through ``VideoPredictor``: decoding, preprocessing, network + detection,
+  linking, masks back at full size and RLE encoding. ``frames_per_s`` = video frames / seconds.
 
 Random-init weights (the default) make detection degenerate (the focal prior scores ~0.01, so nothing
 passes 0.1 and linking has nothing to do); pass ``--weights`` for a trained or reference checkpoint.
@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-to-end", action="store_true", help="time the whole video pipeline on an mp4")
     parser.add_argument("--size", default="480x854", help="frame size HxW (default 480x854)")
     parser.add_argument("--frames", type=int, default=24, help="--end-to-end video length (default 24)")
+    parser.add_argument("--source", default=None,
+                        help="--end-to-end on this video file or frame folder instead of moving shapes")
     parser.add_argument("--overlap", type=int, default=1, help="frames shared by consecutive clips (1)")
     parser.add_argument("--batch-clips", type=int, default=1, help="clips per forward (1)")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None)
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.transforms import padded_size, resize_shape
     from ..inference.link import LinkConfig
     from ..inference.video import VideoPredictor
+    from ..outputs.results import VideoResults
     from ..model.checkpoint import load_model
     from ..model.config import get_preset
     from ..model.network import build_model
@@ -126,19 +129,32 @@ def run(args: argparse.Namespace) -> int:
             torch.cuda.synchronize(device)
 
     if args.end_to_end:
-        from ..data.sources import VideoFile
+        from ..data.sources import VideoFile, open_source
 
         with tempfile.TemporaryDirectory() as tmp:
-            video = VideoFile(write_moving_shapes(Path(tmp) / "shapes.mp4", args.frames, size))
+            if args.source:
+                (video,) = open_source(args.source)
+                size = next(iter(video.frames())).shape[:2]
+            else:
+                video = VideoFile(write_moving_shapes(Path(tmp) / "shapes.mp4", args.frames, size))
             warm = VideoFile(write_moving_shapes(Path(tmp) / "warm.mp4", config.clip_frames, size))
             predictor.predict_video(warm)
             sync()
             start = time.perf_counter()
-            tracks = predictor.predict_video(video)
+            frames = detections = 0
+            results = VideoResults(video.video_id, config.class_names)
+            for clip in predictor.stream(video):
+                results.add(clip.frames)
+                frames += len(clip.frames)
+                detections += len(clip.detections)
+            tracks = len(results.tracks())
+            results.close()
             sync()
             seconds = time.perf_counter() - start
-        record.update(frames=args.frames, seconds=round(seconds, 4), tracks=len(tracks),
-                      frames_per_s=round(args.frames / seconds, 4))
+        clips = -(-frames // (config.clip_frames - args.overlap))
+        record.update(source=args.source or "moving shapes mp4", frame_size=list(size), frames=frames,
+                      seconds=round(seconds, 4), detections_per_clip=round(detections / clips, 2), tracks=tracks,
+                      frames_per_s=round(frames / seconds, 4))
     else:
         clips = torch.randn(args.batch_clips, config.clip_frames, 3, *padded, device=device)
         detections = 0
