@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cico.data.rle import decode
-from cico.data.sources import FrameFiles, Video
+from cico.data.sources import Video
 from cico.inference.link import TrackedClip
 from cico.inference.video import Clip, VideoPredictor, original_frames, split_clips
 from tests.video_helpers import disc_frames, tiny_model, write_frames
