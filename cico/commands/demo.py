@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from ..demo import DemoData, run_demo
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+from ..evaluation import STAT_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
