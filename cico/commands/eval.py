@@ -7,12 +7,12 @@ the zip.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
 from ..data.catalogue import add_dataset_arguments
+from .evaluate import print_report
 from .predict import add_inference_arguments, build_predictor, dataset_source
 
 
@@ -47,10 +47,5 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(paths.ann_file, summary.results)
     for warning in caught:
         print(f"cico eval: warning: {warning.message}", file=sys.stderr)
-    print(result.summary())
-    print()
-    print("Per-class AP in % (IoU=0.50:0.95, area=all, maxDets=100; '-' = no ground truth):")
-    print(result.per_class_table())
-    if args.json:
-        print(json.dumps(result.stats))
+    print_report(result, args.json)
     return 0

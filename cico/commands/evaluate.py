@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 
-from ..evaluation import EvaluationWarning, evaluate
+from ..evaluation import EvaluationResult, EvaluationWarning, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,10 +47,15 @@ def run(args: argparse.Namespace) -> int:
     for warning in caught:
         kind = "" if issubclass(warning.category, EvaluationWarning) else f"{warning.category.__name__}: "
         print(f"cico evaluate: warning: {kind}{warning.message}", file=sys.stderr)
+    print_report(result, args.json)
+    return 0
+
+
+def print_report(result: EvaluationResult, json_line: bool) -> None:
+    """The COCO-style summary and the per-class AP table; with ``json_line`` a last line of JSON stats."""
     print(result.summary())
     print()
     print("Per-class AP in % (IoU=0.50:0.95, area=all, maxDets=100; '-' = no ground truth):")
     print(result.per_class_table())
-    if args.json:
+    if json_line:
         print(json.dumps(result.stats))
-    return 0

@@ -617,9 +617,9 @@ def make_synthetic(
                        for k, name in enumerate(SYNTHETIC_CLASSES[:classes])],
         "annotations": [],
     }
-    for video, annotations in _run_jobs(jobs, min(workers, videos)):
+    for video, tracks in _run_jobs(jobs, min(workers, videos)):
         dataset["videos"].append(video)
-        for annotation in annotations:
+        for annotation in tracks:
             dataset["annotations"].append({"id": len(dataset["annotations"]) + 1, **annotation})
 
     path = out_dir / "instances.json"
