@@ -2,7 +2,7 @@
 
 The shipped model (``cico/weights/demo_tiny_yolact.safetensors``, float16, about 8 MB) is a
 ``tiny_yolact`` network that ``cico train`` trained from scratch on ``cico make-synthetic`` videos; its
-classes are the synthetic shapes (disc, square, triangle, star, ring, cross). ``benchmarks/
+classes are the synthetic shapes disc, square and triangle. ``benchmarks/
 train_synthetic.py --export`` reproduces it (the command is in :data:`TRAINING_COMMAND`).
 
 :func:`run_demo` makes a held-out synthetic set with the same generator settings as the training data
@@ -20,8 +20,11 @@ import numpy as np
 from .errors import CicoError
 
 SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
-TRAINING_COMMAND = ("python benchmarks/train_synthetic.py --out /tmp/cico_demo_train "
-                    "--export cico/weights/demo_tiny_yolact.safetensors")
+TRAINING_COMMAND = ("python benchmarks/train_synthetic.py --out /tmp/cico_demo_train --classes 3 --max-objects 3 "
+                    "--iters 3000 --eval-every 500 --val-videos 8 --threads 1 "
+                    "--export cico/weights/demo_tiny_yolact.safetensors model.fpn_channels=32 "
+                    "model.proto_channels=32 optimizer=adamw lr=0.002 weight_decay=0.0001 "
+                    "schedule.warmup_init=0.0002")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,10 @@ class DemoData:
     """Generator settings of the demo videos; the shipped model was trained on the same settings."""
 
     videos: int = 8
-    frames: int = 24
+    frames: int = 12
     size: tuple[int, int] = (128, 224)
-    classes: int = 6
-    max_objects: int = 4
+    classes: int = 3
+    max_objects: int = 3
     seed: int = 2026  # training used seeds 0 (train) and 1000 (held-out)
     gif_scale: int = 2
 

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"cico demo: {data.videos} synthetic videos ({data.frames} frames, {data.size[0]}x{data.size[1]}), "
               "the shipped tiny_yolact model, clips of 3 frames overlapping by 1")
     else:
-        print("cico demo: the shipped model knows only the synthetic shapes (disc, square, triangle, star, ring, "
-              "cross); on real footage expect few or odd detections. Train your own with 'cico train'.")
+        print("cico demo: the shipped model knows only the synthetic shapes (disc, square, triangle)"
+              "; on real footage expect few or odd detections. Train your own with 'cico train'.")
     out = run_demo(args.out, args.video, data, args.device, progress=not args.quiet)
     if out.stats is not None:
         print("\nYouTube-VIS metric against the synthetic ground truth:")
