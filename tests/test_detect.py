@@ -242,4 +242,6 @@ def test_memory_stays_bounded_with_300_candidates_at_96x160():
                             cwd=REPO, timeout=120, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["detections"] > 10  # the 300 candidates really reached the mask stages
-    assert report["extra_mb"] < 400, report
+    # measured 220-400 MB depending on allocator and thread pools; one class's [n, n, h*w] float tensor
+    # alone would be 5.6 GB here, so 1 GB still separates bounded from quadratic memory
+    assert report["extra_mb"] < 1024, report
