@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--size", default="128x224", help="frame size HxW of the synthetic videos")
     parser.add_argument("--classes", type=int, default=6)
     parser.add_argument("--max-objects", type=int, default=4)
+    parser.add_argument("--object-size", default="0.10-0.28",
+                        help="LOW-HIGH range of object diameters as fractions of the short side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--export", type=Path, default=None, help="write the final model here (fp16 safetensors)")
@@ -51,11 +53,13 @@ def main() -> None:
     from cico.training.engine import train
 
     height, width = (int(v) for v in args.size.lower().split("x"))
+    object_size = tuple(float(v) for v in args.object_size.split("-"))
     started = time.perf_counter()
     data = {}
     for split, videos, seed in (("train", args.train_videos, args.seed), ("val", args.val_videos, args.seed + 1000)):
         data[split] = make_synthetic(args.out / split, videos, args.frames, (height, width), seed=seed,
-                                     classes=args.classes, max_objects=args.max_objects, overwrite=True)
+                                     classes=args.classes, max_objects=args.max_objects, object_size=object_size,
+                                     overwrite=True)
     data_seconds = time.perf_counter() - started
 
     run_dir = args.out / "run"

@@ -22,8 +22,8 @@ from cico.data.synthetic import make_synthetic
 from cico.errors import CicoError
 from cico.model.checkpoint import load_model
 from cico.model.network import build_model
-from cico.training.config import apply_overrides, config_from_dict, config_to_dict, make_config
-from cico.training.engine import Trainer
+from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
+from cico.training.engine import Trainer, _amp_dtype, _cpu_has_fast_bf16
 from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_dict, load_coco_init,
                                 load_imagenet_backbone, reference_init)
 from cico.training.losses import CiCoLoss
@@ -192,8 +192,11 @@ def test_swin_names_from_timm_and_microsoft_layouts() -> None:
 # -- it learns ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["tiny_yolact", "tiny_condinst"])
-def test_a_few_iterations_decrease_the_loss_on_a_fixed_batch(preset: str, synthetic: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("preset, amp", [("tiny_yolact", None), ("tiny_condinst", None),
+                                        ("tiny_yolact", torch.bfloat16)])
+def test_a_few_iterations_decrease_the_loss_on_a_fixed_batch(preset: str, amp: torch.dtype | None,
+                                                             synthetic: tuple[Path, Path]) -> None:
+    """As the engine steps: the forward under autocast when ``amp`` is set (bf16 on CPU), float32 losses."""
     torch.manual_seed(0)
     train, _ = synthetic
     model = build_model(preset, num_classes=3, normalization="rgb", **SMALL).train()
@@ -204,7 +207,9 @@ def test_a_few_iterations_decrease_the_loss_on_a_fixed_batch(preset: str, synthe
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     losses = []
     for _ in range(12):
-        terms = criterion(model(batch.images).head, batch.boxes, batch.masks, batch.labels)
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            head = model(batch.images).head
+        terms = criterion(head, batch.boxes, batch.masks, batch.labels)
         total = sum(terms.values())
         optimizer.zero_grad()
         total.backward()
@@ -276,6 +281,18 @@ def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Pat
     assert last is not None and last.name == f"iter_{iteration - 1:08d}.pt"
     load_model(last)  # the last good checkpoint is intact
     assert not (tmp_path / "run" / "final.pt").exists()
+
+
+def test_mixed_precision_choice_on_cpu() -> None:
+    """``auto`` uses bf16 only on a CPU that computes it natively; fp16 and unknown names are user errors."""
+    cpu = torch.device("cpu")
+    native = _cpu_has_fast_bf16()
+    assert _amp_dtype(TrainConfig(amp="auto"), cpu) == (torch.bfloat16 if native else None)
+    assert _amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16
+    assert _amp_dtype(TrainConfig(amp="none"), cpu) is None
+    for bad, message in (("fp16", "needs a GPU"), ("half", "expected auto")):
+        with pytest.raises(CicoError, match=message):
+            _amp_dtype(TrainConfig(amp=bad), cpu)
 
 
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -218,3 +218,20 @@ def test_check_data_passes_on_the_output(dataset: Path, capsys: pytest.CaptureFi
     assert report.videos == VIDEOS and report.frames == VIDEOS * FRAMES and report.tracks >= VIDEOS
     assert main(["check-data", "--ann", str(dataset), "--frames", str(dataset.parent / "JPEGImages")]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_object_size_sets_the_diameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--object-size`` moves the objects' sizes; a bad range is one line and exit 2."""
+    areas = {}
+    for name, size in (("small", "0.1-0.15"), ("large", "0.4-0.5")):
+        assert main(["make-synthetic", str(tmp_path / name), "--videos", "3", "--frames", "2", "--size", "64x96",
+                     "--object-size", size, "--workers", "1"]) == 0
+        data = json.loads((tmp_path / name / "instances.json").read_text())
+        assert data["info"]["object_size"] == [float(v) for v in size.split("-")]
+        areas[name] = np.median([a for ann in data["annotations"] for a in ann["areas"] if a])
+    assert areas["large"] > 4 * areas["small"]
+    capsys.readouterr()
+    for bad in ("0.5-0.2", "big", "0.01-0.2"):
+        assert main(["make-synthetic", str(tmp_path / bad), "--object-size", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "object" in err[0] and not (tmp_path / bad).exists()

@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from ..data.synthetic import DEFAULT_CLASSES, SYNTHETIC_CLASSES, make_synthetic
+from ..data.synthetic import DEFAULT_CLASSES, SYNTHETIC_CLASSES, SceneConfig, make_synthetic
 from ..errors import CicoError
 
 
@@ -17,6 +17,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if match is None:
         raise CicoError(f"--size: expected HEIGHTxWIDTH such as 360x640, got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``"LOW-HIGH"`` (e.g. ``"0.2-0.45"``) as ``(low, high)``."""
+    match = re.fullmatch(r"\s*(\d*\.?\d+)\s*-\s*(\d*\.?\d+)\s*", text)
+    if match is None:
+        raise CicoError(f"--object-size: expected LOW-HIGH such as 0.1-0.28, got {text!r}")
+    return float(match.group(1)), float(match.group(2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"number of shape classes, the first K of {', '.join(SYNTHETIC_CLASSES)} "
                              f"(default {DEFAULT_CLASSES})")
     parser.add_argument("--max-objects", type=int, default=6, help="at most this many objects per video")
+    parser.add_argument("--object-size", default="{:g}-{:g}".format(*SceneConfig.object_size), metavar="LOW-HIGH",
+                        help="range of object diameters as fractions of the frame's short side "
+                             f"(default {SceneConfig.object_size[0]:g}-{SceneConfig.object_size[1]:g})")
     parser.add_argument("--video-files", action="store_true", help="also write videos/<name>.mp4")
     parser.add_argument("--fps", type=float, default=6.0, help="frame rate of the mp4 files (default 6)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default up to 2)")
@@ -38,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
+    object_size = parse_range(args.object_size)
     start = time.perf_counter()
     path = make_synthetic(args.out, args.videos, args.frames, size, seed=args.seed, classes=args.classes,
-                          max_objects=args.max_objects, video_files=args.video_files, fps=args.fps,
+                          max_objects=args.max_objects, object_size=object_size,
+                          video_files=args.video_files, fps=args.fps,
                           overwrite=args.overwrite, workers=args.workers)
     seconds = time.perf_counter() - start
     instances = len(json.loads(path.read_text())["annotations"])

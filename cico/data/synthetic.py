@@ -60,8 +60,9 @@ class SceneConfig:
         size: frame ``(height, width)`` in pixels.
         classes: number of classes, the first ``classes`` names of :data:`SYNTHETIC_CLASSES`.
         max_objects: objects per video are drawn uniformly from ``1..max_objects``.
-        object_size: range of an object's base diameter as a fraction of the frame's short side;
-            over time it scales by up to about 1.4x either way, kept within 5-30 % of the short side.
+        object_size: range ``(low, high)`` of an object's base diameter as a fraction of the frame's
+            short side; over time it scales by up to about 1.4x either way, kept within 5 % and
+            ``max(30 %, high + 2 %)`` of the short side.
     """
 
     frames: int = 30
@@ -320,7 +321,7 @@ class _Scene:
             base = 0.5 * rng.uniform(low, high) * short
             log_scale = rng.uniform(-0.4, 0.4) * (t / max(1, config.frames - 1) - 0.5)
             log_scale = log_scale + rng.uniform(0.0, 0.15) * np.sin(rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.3))
-            radii = np.clip(base * np.exp(log_scale), 0.025 * short, 0.15 * short)
+            radii = np.clip(base * np.exp(log_scale), 0.025 * short, max(0.15, 0.5 * high + 0.01) * short)
             angles = rng.uniform(0.0, 2.0 * math.pi) + rng.uniform(-0.12, 0.12) * t
             self.objects.append(_Object(
                 category_id=category_id, fills=fills, holes=holes, texture=texture,
@@ -405,6 +406,9 @@ def _check_config(config: SceneConfig) -> None:
         raise CicoError(f"classes must be in 1..{len(SYNTHETIC_CLASSES)}, got {config.classes}")
     if config.max_objects < 1:
         raise CicoError(f"max_objects must be at least 1, got {config.max_objects}")
+    low, high = config.object_size
+    if not 0.05 <= low <= high <= 0.6:
+        raise CicoError(f"object_size must satisfy 0.05 <= low <= high <= 0.6, got {low}-{high}")
 
 
 def render_video(index: int, seed: int = 0, config: SceneConfig = SceneConfig()) -> SyntheticVideo:
@@ -563,6 +567,7 @@ def make_synthetic(
     classes: int = DEFAULT_CLASSES,
     *,
     max_objects: int = 6,
+    object_size: tuple[float, float] = SceneConfig.object_size,
     video_files: bool = False,
     fps: float = 6.0,
     jpeg_quality: int = 90,
@@ -582,6 +587,7 @@ def make_synthetic(
         seed: the dataset seed; video ``i`` is drawn from ``default_rng([seed, i])``.
         classes: use the first ``classes`` names of :data:`SYNTHETIC_CLASSES`.
         max_objects: objects per video are 1..max_objects.
+        object_size: range of the objects' base diameters, as fractions of the short side.
         workers: processes rendering videos in parallel (default: up to 2); output is identical.
             They are started with "spawn", so a script calling this with ``workers > 1`` needs the
             usual ``if __name__ == "__main__":`` guard.
@@ -591,7 +597,7 @@ def make_synthetic(
     """
     out_dir = Path(out_dir)
     config = SceneConfig(frames=frames, size=(int(size[0]), int(size[1])), classes=classes,
-                         max_objects=max_objects)
+                         max_objects=max_objects, object_size=(float(object_size[0]), float(object_size[1])))
     _check_config(config)
     if videos < 1:
         raise CicoError(f"videos must be at least 1, got {videos}")
@@ -610,7 +616,7 @@ def make_synthetic(
     dataset: dict[str, Any] = {
         "info": {"description": "cico synthetic shapes (cico.data.synthetic)", "version": GENERATOR_VERSION,
                  "seed": seed, "videos": videos, "frames": frames, "size": list(config.size),
-                 "max_objects": max_objects},
+                 "max_objects": max_objects, "object_size": list(config.object_size)},
         "licenses": [],
         "videos": [],
         "categories": [{"id": k + 1, "name": name, "supercategory": "shape"}

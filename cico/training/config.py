@@ -67,8 +67,9 @@ class TrainConfig:
         lr, momentum, weight_decay: the optimiser's settings; SGD (and AdamW) update every parameter in
             one group, weight decay included, as the reference does.
         scale_lr: multiply ``lr`` by ``batch_size · processes / reference_batch``.
-        amp: ``auto`` (bf16 on a GPU that has it, else fp16 with a grad scaler; float32 on CPU),
-            ``none``, ``bf16`` or ``fp16``.
+        amp: mixed precision of the network forward (losses are always float32): ``auto`` (bf16 on a GPU
+            that has it, else fp16 with a grad scaler; on CPU bf16 where it is native, AMX or AVX512-BF16,
+            else float32), ``none``, ``bf16`` or ``fp16`` (GPU only).
         clip_grad_norm: clip the gradient norm to this (0: off, the reference).
         sync_bn: synchronise batch norm over the processes (GPU only).
         seed: seeds the data order, the augmentation and the per-process generators.

@@ -1,8 +1,9 @@
 """The training engine: one process, or ``torchrun --nproc_per_node=N`` for DistributedDataParallel.
 
 Per iteration: a batch of clips (:class:`~cico.data.clips.ClipDataset`, order from
-:class:`~cico.training.sampler.RunOrder`), the network forward (autocast on GPU), the CiCo losses in
-float32, their plain sum backwards, SGD, the per-iteration learning rate. Each process normalises its
+:class:`~cico.training.sampler.RunOrder`), the network forward (autocast on GPU, and in bf16 on a CPU
+that computes it natively), the CiCo losses in float32, their plain sum backwards, SGD, the
+per-iteration learning rate. Each process normalises its
 own losses and DDP averages the gradients, which is the reference's per-GPU loss followed by the mean
 over GPUs.
 
@@ -81,12 +82,19 @@ def _device(cfg: TrainConfig, env: Distributed) -> torch.device:
     return torch.device("cuda", env.local_rank)
 
 
+def _cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16: oneDNN convs about 2x faster)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check is not None and check() for check in checks)
+
+
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     choice = cfg.amp
     if choice == "auto":
-        if device.type != "cuda":
-            return None
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cuda":
+            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            choice = "bf16" if _cpu_has_fast_bf16() else "none"
     dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if choice not in dtypes:
         raise CicoError(f"amp={cfg.amp!r}: expected auto, none, bf16 or fp16")
