@@ -1,6 +1,6 @@
 """The out-of-the-box demo: cico's shipped model on synthetic videos, or on the user's own video.
 
-The shipped model (``cico/weights/demo_tiny_yolact.safetensors``, float16, about 8 MB) is a
+The shipped model (``cico/weights/demo_tiny_yolact.safetensors``, float16, about 6 MB) is a
 ``tiny_yolact`` network that ``cico train`` trained from scratch on ``cico make-synthetic`` videos; its
 classes are the synthetic shapes disc, square and triangle. ``benchmarks/
 train_synthetic.py --export`` reproduces it (the command is in :data:`TRAINING_COMMAND`).
@@ -20,11 +20,8 @@ import numpy as np
 from .errors import CicoError
 
 SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
-TRAINING_COMMAND = ("python benchmarks/train_synthetic.py --out /tmp/cico_demo_train --classes 3 --max-objects 3 "
-                    "--iters 3000 --eval-every 500 --val-videos 8 --threads 1 "
-                    "--export cico/weights/demo_tiny_yolact.safetensors model.fpn_channels=32 "
-                    "model.proto_channels=32 optimizer=adamw lr=0.002 weight_decay=0.0001 "
-                    "schedule.warmup_init=0.0002")
+TRAINING_COMMAND = ("python benchmarks/train_synthetic.py --out /tmp/cico_demo_train --iters 12000 "
+                    "--eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors")
 
 
 @dataclass(frozen=True)
