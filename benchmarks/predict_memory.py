@@ -75,8 +75,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for frames in args.frames:
             video = write_moving_shapes(Path(tmp) / f"shapes_{frames}.mp4", frames, SIZE)
-            command = [sys.executable, __file__, "--child", "--video", str(video), "--out", str(Path(tmp) / f"out_{frames}"),
-                       "--conf-bias", str(args.conf_bias), "--threads", str(args.threads)]
+            command = [sys.executable, __file__, "--child", "--video", str(video),
+                       "--out", str(Path(tmp) / f"out_{frames}"), "--conf-bias", str(args.conf_bias), "--threads", str(args.threads)]
             if args.weights:
                 command += ["--weights", args.weights]
             if args.retire_after is not None:

@@ -10,8 +10,7 @@ The defaults are the issue's 20-minute budget on this 2-core CPU: the demo data 
 objects, 96 training and 16 held-out videos of 12 frames at 128x224) and the ``tiny`` recipe's 3900
 iterations. The run is reproducible (fixed seeds, deterministic data order and augmentation); ``--export``
 writes the final weights as float16 safetensors. The shipped demo model is this script with
-``--iters 12000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors``
-(:data:`cico.demo.TRAINING_COMMAND`). Usage::
+``--iters 12000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors``. Usage::
 
     python benchmarks/train_synthetic.py --out /tmp/cico_bench [--preset tiny_yolact] [--iters N]
 """
@@ -20,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from cico.commands.make_synthetic import parse_range, parse_size  # noqa: E402
+from cico.data.synthetic import SceneConfig, make_synthetic  # noqa: E402
+from cico.demo import DemoData  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,11 +43,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="(default: the recipe's)")
     parser.add_argument("--train-videos", type=int, default=96)
     parser.add_argument("--val-videos", type=int, default=16)
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--size", default="128x224", help="frame size HxW of the synthetic videos")
-    parser.add_argument("--classes", type=int, default=3, help="disc, square, triangle (the demo model's)")
-    parser.add_argument("--max-objects", type=int, default=3)
-    parser.add_argument("--object-size", default="0.10-0.28",
+    parser.add_argument("--frames", type=int, default=DemoData.frames)
+    parser.add_argument("--size", default="{}x{}".format(*DemoData.size), help="frame size HxW of the videos")
+    parser.add_argument("--classes", type=int, default=DemoData.classes, help="the first K shapes (3: the demo's)")
+    parser.add_argument("--max-objects", type=int, default=DemoData.max_objects)
+    parser.add_argument("--object-size", default="{:g}-{:g}".format(*SceneConfig.object_size),
                         help="LOW-HIGH range of object diameters as fractions of the short side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -53,25 +57,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cico.data.synthetic import make_synthetic
     from cico.training.config import make_config
     from cico.training.engine import train
 
-    height, width = (int(v) for v in args.size.lower().split("x"))
-    object_size = tuple(float(v) for v in args.object_size.split("-"))
+    size, object_size = parse_size(args.size), parse_range(args.object_size)
     started = time.perf_counter()
     data = {}
     for split, videos, seed in (("train", args.train_videos, args.seed), ("val", args.val_videos, args.seed + 1000)):
-        data[split] = make_synthetic(args.out / split, videos, args.frames, (height, width), seed=seed,
+        data[split] = make_synthetic(args.out / split, videos, args.frames, size, seed=seed,
                                      classes=args.classes, max_objects=args.max_objects, object_size=object_size,
                                      overwrite=True)
     data_seconds = time.perf_counter() - started
 
     run_dir = args.out / "run"
-    if run_dir.exists():
-        for path in sorted(run_dir.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-    values = {"out": str(run_dir), "train_ann": str(data["train"]), "train_frames": str(data["train"].parent / "JPEGImages"),
+    shutil.rmtree(run_dir, ignore_errors=True)
+    values = {"out": str(run_dir),
+              "train_ann": str(data["train"]), "train_frames": str(data["train"].parent / "JPEGImages"),
               "val_ann": str(data["val"]), "val_frames": str(data["val"].parent / "JPEGImages"),
               "seed": args.seed, "deterministic": True}
     if args.iters is not None:

@@ -2,8 +2,8 @@
 
 The shipped model (``cico/weights/demo_tiny_yolact.safetensors``, float16, about 6 MB) is a
 ``tiny_yolact`` network that ``cico train`` trained from scratch on ``cico make-synthetic`` videos; its
-classes are the synthetic shapes disc, square and triangle. ``benchmarks/
-train_synthetic.py --export`` reproduces it (the command is in :data:`TRAINING_COMMAND`).
+classes are the synthetic shapes disc, square and triangle. ``python benchmarks/train_synthetic.py
+--iters 12000 --export cico/weights/demo_tiny_yolact.safetensors`` reproduces it (see the README).
 
 :func:`run_demo` makes a held-out synthetic set with the same generator settings as the training data
 (another seed), runs the full clip/linking pipeline, writes ``results.json``, a rendered mp4 per video
@@ -20,8 +20,6 @@ import numpy as np
 from .errors import CicoError
 
 SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
-TRAINING_COMMAND = ("python benchmarks/train_synthetic.py --out /tmp/cico_demo_train --iters 12000 "
-                    "--eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import pytest
 
 import cico
 from cico.cli import main
+from cico.data.annotations import load_annotations
+from cico.data.sources import dataset_videos
 from cico.data.synthetic import SYNTHETIC_CLASSES, make_synthetic
 from cico.demo import DemoData, shipped_weights
 from cico.errors import CicoError
@@ -62,4 +64,9 @@ def test_cico_predict_with_the_trained_model_gives_results_cico_evaluate_accepts
     capsys.readouterr()
     assert main(["evaluate", str(ann), str(out / "results.json"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(stats) == set(STAT_NAMES) and stats["AP"] >= 0.0
+    assert set(stats) == set(STAT_NAMES) and stats["AP"] > 0.3, stats  # 0.466 on these two videos
+    # the command line writes exactly what the Python API predicts
+    annotations = load_annotations(ann)
+    category_ids = [annotations.category_id_of(label) for label in range(1, annotations.num_classes + 1)]
+    tracks = cico.load("demo").predict(dataset_videos(annotations, ann.parent / "JPEGImages"), category_ids)
+    assert json.loads((out / "results.json").read_text()) == [track.to_result() for track in tracks]

@@ -155,3 +155,6 @@ def test_benchmark_prints_one_json_line(weights: Path, tmp_path: Path, capsys):
     assert record["frames_per_s"] > 0 and record["detections_per_clip"] > 0
     assert main(["benchmark", "--preset", "no_such_preset"]) == 2
     assert "unknown model preset" in error_line(capsys)
+    for size in ("60", "1x100"):
+        assert main(["benchmark", "--weights", str(weights), "--size", size]) == 2
+        assert "--size" in error_line(capsys)

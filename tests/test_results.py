@@ -110,8 +110,8 @@ def test_empty_results_file(tmp_path: Path):
 
 
 def test_streamed_entries_equal_the_tracks_and_masks_live_in_the_spill_file():
-    results = three_clips()
-    assert len(results) == 3 and results.length == 5 and results.size == [H, W]
-    assert list(results.results()) == [t.to_result() for t in results.tracks()]
-    assert results._spill.tell() == sum(sum(r.lengths) for r in results._records.values())
-    results.close()
+    with three_clips() as results:
+        assert len(results) == 3 and results.length == 5 and results.size == [H, W]
+        assert list(results.results()) == [t.to_result() for t in results.tracks()]
+        assert results._spill.tell() == sum(sum(r.lengths) for r in results._records.values())
+    assert results._spill.closed

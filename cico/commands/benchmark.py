@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CicoError
+from .make_synthetic import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +62,8 @@ def moving_shapes(frames: int, size: tuple[int, int], seed: int = 0):
             if kind == "disc":
                 cv2.circle(image, (cx, cy), int(radius), colour, -1)
             else:
-                cv2.rectangle(image, (int(cx - radius), int(cy - radius)), (int(cx + radius), int(cy + radius)), colour, -1)
+                top_left, bottom_right = (int(cx - radius), int(cy - radius)), (int(cx + radius), int(cy + radius))
+                cv2.rectangle(image, top_left, bottom_right, colour, -1)
         yield image
 
 
@@ -75,28 +77,19 @@ def write_moving_shapes(path: Path, frames: int, size: tuple[int, int], fps: flo
     return path
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CicoError(f"--size must be HxW (e.g. 480x854), got {text!r}") from None
-    if h < 2 or w < 2:
-        raise CicoError(f"--size must be at least 2x2, got {text!r}")
-    return h, w
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.transforms import padded_size, resize_shape
     from ..inference.link import LinkConfig
-    from ..inference.video import VideoPredictor
-    from ..outputs.results import VideoResults
+    from ..inference.video import ClipResult, VideoPredictor
     from ..model.checkpoint import load_model
     from ..model.config import get_preset
     from ..model.network import build_model
 
-    size = _parse_size(args.size)
+    size = parse_size(args.size)
+    if min(size) < 2:
+        raise CicoError(f"--size must be at least 2x2, got {args.size!r}")
     if args.repeats < 1 or args.warmup < 0 or args.frames < 1:
         raise CicoError("--repeats and --frames must be at least 1, --warmup at least 0")
     if args.threads:
@@ -140,17 +133,17 @@ def run(args: argparse.Namespace) -> int:
             warm = VideoFile(write_moving_shapes(Path(tmp) / "warm.mp4", config.clip_frames, size))
             predictor.predict_video(warm)
             sync()
+            counts = {"frames": 0, "detections": 0}
+
+            def count(clip: ClipResult) -> None:
+                counts["frames"] += len(clip.frames)
+                counts["detections"] += len(clip.detections)
+
             start = time.perf_counter()
-            frames = detections = 0
-            results = VideoResults(video.video_id, config.class_names)
-            for clip in predictor.stream(video):
-                results.add(clip.frames)
-                frames += len(clip.frames)
-                detections += len(clip.detections)
-            tracks = len(results.tracks())
-            results.close()
+            tracks = len(predictor.predict_video(video, on_clip=count))
             sync()
             seconds = time.perf_counter() - start
+        frames, detections = counts["frames"], counts["detections"]
         clips = -(-frames // (config.clip_frames - args.overlap))
         record.update(source=args.source or "moving shapes mp4", frame_size=list(size), frames=frames,
                       seconds=round(seconds, 4), detections_per_clip=round(detections / clips, 2), tracks=tracks,

@@ -7,12 +7,10 @@ the zip.
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 from ..data.catalogue import add_dataset_arguments
-from .evaluate import print_report
+from .evaluate import evaluate_reporting_warnings, print_report
 from .predict import add_inference_arguments, build_predictor, dataset_source
 
 
@@ -27,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate
     from ..inference.video import predict_to_dir
     from ..outputs.codalab import write_submission
 
@@ -42,10 +39,5 @@ def run(args: argparse.Namespace) -> int:
     if not (paths.has_gt and annotations.has_gt and annotations.tracks):
         print("no ground truth in this split: submit the zip to the evaluation server")
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = evaluate(paths.ann_file, summary.results)
-    for warning in caught:
-        print(f"cico eval: warning: {warning.message}", file=sys.stderr)
-    print_report(result, args.json)
+    print_report(evaluate_reporting_warnings("cico eval", paths.ann_file, summary.results), args.json)
     return 0

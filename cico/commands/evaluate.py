@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import warnings
+from typing import Any
 
 from ..evaluation import EvaluationResult, EvaluationWarning, evaluate
 
@@ -36,19 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EvaluationWarning)
-        result = evaluate(
-            args.gt,
-            args.results,
-            zip_truncation=not args.count_missing_frames,
-            gt_id_zero_never_matches=not args.match_gt_id_zero,
-        )
-    for warning in caught:
-        kind = "" if issubclass(warning.category, EvaluationWarning) else f"{warning.category.__name__}: "
-        print(f"cico evaluate: warning: {kind}{warning.message}", file=sys.stderr)
+    result = evaluate_reporting_warnings(
+        "cico evaluate", args.gt, args.results,
+        zip_truncation=not args.count_missing_frames, gt_id_zero_never_matches=not args.match_gt_id_zero,
+    )
     print_report(result, args.json)
     return 0
+
+
+def evaluate_reporting_warnings(prog: str, gt: Any, results: Any, **options: bool) -> EvaluationResult:
+    """:func:`~cico.evaluation.evaluate`, printing each warning it raises as one stderr line ``PROG: warning: ...``
+    (evaluation warnings by their message, others prefixed with their category)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EvaluationWarning)
+        result = evaluate(gt, results, **options)
+    for warning in caught:
+        kind = "" if issubclass(warning.category, EvaluationWarning) else f"{warning.category.__name__}: "
+        print(f"{prog}: warning: {kind}{warning.message}", file=sys.stderr)
+    return result
 
 
 def print_report(result: EvaluationResult, json_line: bool) -> None:

@@ -249,13 +249,10 @@ class VideoPredictor:
                 ``None`` keeps the labels.
             on_clip: see :meth:`stream`.
         """
-        results = VideoResults(video.video_id, self.class_names, category_ids)
-        try:
+        with VideoResults(video.video_id, self.class_names, category_ids) as results:
             for clip in self.stream(video, on_clip):
                 results.add(clip.frames)
             return results.tracks()
-        finally:
-            results.close()
 
     def predict(self, source: str | Path | Video | Sequence[Video],
                 category_ids: Sequence[int] | None = None) -> list[Track]:
@@ -367,13 +364,10 @@ def predict_to_dir(predictor: VideoPredictor, videos: Iterable[Video], out_dir: 
     start, frames, tracks, count = time.perf_counter(), 0, 0, 0
     with ResultsWriter(out_dir / "results.json") as writer:
         for video in videos:
-            results = VideoResults(video.video_id, predictor.class_names, category_ids)
-            try:
+            with VideoResults(video.video_id, predictor.class_names, category_ids) as results:
                 _write_video(predictor, video, out_dir, results, render=render, save_masks=save_masks,
                              dump_tracker=dump_tracker, progress=progress)
                 writer.write(results.results())
-            finally:
-                results.close()
             frames, tracks, count = frames + results.length, tracks + len(results), count + 1
     return RunSummary(writer.path, count, frames, tracks, time.perf_counter() - start)
 

@@ -100,7 +100,8 @@ class VideoResults:
 
     The RLE of every output frame is appended to a temporary file as soon as it is encoded, and only
     small per-track arrays stay in memory, so memory does not grow with the video's length;
-    :meth:`results` then streams the results entries one track at a time.
+    :meth:`results` then streams the results entries one track at a time. Use it as a context manager
+    (or call :meth:`close`) so the spill file is deleted.
 
     Args:
         video_id: written to every result.
@@ -140,7 +141,8 @@ class VideoResults:
             if self.size is None:
                 self.size = size
             elif size != self.size:
-                raise ValueError(f"frame {frame.frame_id} is {size[1]}x{size[0]}, the video {self.size[1]}x{self.size[0]}")
+                raise ValueError(f"frame {frame.frame_id} is {size[1]}x{size[0]}, "
+                                 f"the video {self.size[1]}x{self.size[0]}")
             self.length = max(self.length, frame.frame_id + 1)
             for track_id, mask in zip(frame.ids.tolist(), frame.masks):
                 counts = encode(mask)["counts"].encode("ascii")
@@ -176,6 +178,12 @@ class VideoResults:
     def close(self) -> None:
         """Delete the spill file."""
         self._spill.close()
+
+    def __enter__(self) -> VideoResults:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class ResultsWriter:

