@@ -7,10 +7,11 @@
    the size of the exported model.
 
 The defaults are the issue's 20-minute budget on this 2-core CPU: the demo data (3 classes, at most 3
-objects, 96 training and 16 held-out videos of 12 frames at 128x224) and the ``tiny`` recipe's 3900
-iterations. The run is reproducible (fixed seeds, deterministic data order and augmentation); ``--export``
-writes the final weights as float16 safetensors. The shipped demo model is this script with
-``--iters 12000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors``. Usage::
+objects, 96 training and 16 held-out videos of 12 frames at 128x224), the ``tiny`` recipe's 5400
+iterations and two network threads (run it alone; ``--threads 1`` when sharing the machine). The run is
+reproducible (fixed seeds, deterministic data order and augmentation); ``--export`` writes the final
+(weight-averaged) model as float16 safetensors. The shipped demo model is this script with
+``--iters 14000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors``. Usage::
 
     python benchmarks/train_synthetic.py --out /tmp/cico_bench [--preset tiny_yolact] [--iters N]
 """
@@ -18,21 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-# On a shared CPU, OpenMP threads that spin while waiting for each other make 2-thread PyTorch many
-# times slower than 1 thread (measured here: 18 s vs 0.8 s per iteration under load); passive waiting
-# costs little when the machine is idle. Must be set before torch starts OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
 
-import torch  # noqa: E402
-
-from cico.commands.make_synthetic import parse_range, parse_size  # noqa: E402
-from cico.data.synthetic import SceneConfig, make_synthetic  # noqa: E402
-from cico.demo import DemoData  # noqa: E402
+from cico.commands.make_synthetic import parse_range, parse_size
+from cico.data.synthetic import SceneConfig, make_synthetic
+from cico.demo import DemoData
 
 
 def main() -> None:
@@ -50,8 +45,10 @@ def main() -> None:
     parser.add_argument("--object-size", default="{:g}-{:g}".format(*SceneConfig.object_size),
                         help="LOW-HIGH range of object diameters as fractions of the short side")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="network threads (1: the data-loading worker has the other core)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="network threads: 2 on an idle 2-core machine (the clips load in the main process, "
+                             "about 14 ms per batch); 1 when something else runs beside it, since OpenMP "
+                             "threads that wait for a busy core make 2-thread PyTorch many times slower")
     parser.add_argument("--export", type=Path, default=None, help="write the final model here (fp16 safetensors)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-setting overrides")
     args = parser.parse_args()

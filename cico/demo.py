@@ -3,7 +3,7 @@
 The shipped model (``cico/weights/demo_tiny_yolact.safetensors``, float16, about 6 MB) is a
 ``tiny_yolact`` network that ``cico train`` trained from scratch on ``cico make-synthetic`` videos; its
 classes are the synthetic shapes disc, square and triangle. ``python benchmarks/train_synthetic.py
---iters 12000 --export cico/weights/demo_tiny_yolact.safetensors`` reproduces it (see the README).
+--iters 14000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors`` reproduces it (see the README).
 
 :func:`run_demo` makes a held-out synthetic set with the same generator settings as the training data
 (another seed), runs the full clip/linking pipeline, writes ``results.json``, a rendered mp4 per video

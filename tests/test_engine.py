@@ -20,7 +20,7 @@ from cico.cli import main
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
 from cico.errors import CicoError
-from cico.model.checkpoint import load_model
+from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
 from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
 from cico.training.engine import Trainer, _amp_dtype, _cpu_has_fast_bf16
@@ -28,7 +28,7 @@ from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_di
                                 load_imagenet_backbone, reference_init)
 from cico.training.losses import CiCoLoss
 from cico.training.sampler import RunOrder, epoch_permutation
-from cico.training.schedule import ScheduleConfig, WarmupStepLR
+from cico.training.schedule import ScheduleConfig, WarmupDecayLR
 from cico.training.state import capture_rng, latest_checkpoint, list_checkpoints, prune_checkpoints, restore_rng
 
 # a very small network for CPU tests: 64x96 inputs, 16-wide FPN and heads, one-layer towers
@@ -52,7 +52,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_warmup_then_step_decay() -> None:
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=1e-3)
-    sched = WarmupStepLR(opt, total_iters=2000, cfg=ScheduleConfig(warmup_iters=500, warmup_init=1e-4))
+    sched = WarmupDecayLR(opt, total_iters=2000, cfg=ScheduleConfig(warmup_iters=500, warmup_init=1e-4))
     lrs = []
     for _ in range(2000):
         lrs.append(opt.param_groups[0]["lr"])
@@ -65,6 +65,24 @@ def test_warmup_then_step_decay() -> None:
     state = sched.state_dict()
     torch.save(state, "/dev/null")  # plain values only
     assert set(state) == {"last_epoch", "base_lrs", "_last_lr", "_step_count"}
+
+
+def test_warmup_then_cosine_decay() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=3e-3)
+    sched = WarmupDecayLR(opt, total_iters=1100, cfg=ScheduleConfig(warmup_iters=100, warmup_init=2e-4,
+                                                                     decay="cosine"))
+    lrs = []
+    for _ in range(1100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(2e-4) and lrs[100] == pytest.approx(3e-3)
+    assert lrs[600] == pytest.approx(1.5e-3)  # half-way through the decay: half the rate
+    assert lrs[350] == pytest.approx(3e-3 * (1 + np.cos(np.pi / 4)) / 2)
+    assert all(a > b for a, b in zip(lrs[100:], lrs[101:])) and 0 < lrs[-1] < 1e-7
+    with pytest.raises(CicoError, match="schedule.decay"):
+        WarmupDecayLR(opt, 10, ScheduleConfig(decay="linear"))
 
 
 def test_data_order_is_split_over_processes_and_resumable() -> None:
@@ -126,7 +144,8 @@ def test_inflation_quirks_and_the_intended_variants() -> None:
               "head.bbox_layer.bias": torch.arange(12, dtype=torch.float),
               "head.bbox_layer.weight": torch.ones(12, 4, 3, 3), "head.conf_layer.bias": torch.ones(80),
               "fpn.x": torch.ones(3)}
-    target = {"protonet.proto_net.0.weight": torch.zeros(4, 4, 3, 3, 3), "head.bbox_extra.0.weight": torch.zeros(2, 4, 3, 3, 3),
+    target = {"protonet.proto_net.0.weight": torch.zeros(4, 4, 3, 3, 3),
+              "head.bbox_extra.0.weight": torch.zeros(2, 4, 3, 3, 3),
               "head.bbox_layer.bias": torch.zeros(36), "head.bbox_layer.weight": torch.zeros(36, 4, 3, 3),
               "head.conf_layer.bias": torch.zeros(6), "fpn.x": torch.zeros(3)}
     out, report = inflate_state_dict(source, target, num_anchors=3, clip_frames=3)
@@ -240,7 +259,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_kill_and_resume_reaches_the_same_weights(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
     train, val = synthetic
-    common = ["checkpoint_every=2", "eval_every=3", "keep_checkpoints=5"]
+    common = ["checkpoint_every=2", "eval_every=3", "keep_checkpoints=5", "ema_decay=0.9"]
     straight = _cico(_train_args(train, val, tmp_path / "straight", *common))
     killed = _cico(_train_args(train, val, tmp_path / "killed", *common))
     deadline = time.time() + 120
@@ -266,6 +285,33 @@ def test_kill_and_resume_reaches_the_same_weights(synthetic: tuple[Path, Path], 
     assert [m["iteration"] for m in metrics if "eval" in m] == [3, 6]
     assert len(metrics[-1]["eval"]) == 12 and (tmp_path / "killed" / "best.pt").exists()
     assert list((tmp_path / "killed" / "tb").iterdir())
+
+
+def test_weight_average_is_the_exponential_average_of_the_steps(synthetic: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    """With ``ema_decay`` the run hands out the average: step 1 copies the weights, later steps lerp."""
+    train, val = synthetic
+    cfg = make_config("tiny_yolact", overrides=SMALL_OVERRIDES + [
+        "ema_decay=0.6", "ema_warmup_power=0", "checkpoint_every=1", "keep_checkpoints=10", "num_workers=0",
+        "batch_size=2", "eval_every=0"],
+        train_ann=str(train), train_frames=str(train.parent / "JPEGImages"), val_ann=str(val),
+        val_frames=str(val.parent / "JPEGImages"), out=str(tmp_path / "run"), iters=4)
+    final = Trainer(cfg).run()
+    steps = [load_checkpoint(path) for _, path in list_checkpoints(tmp_path / "run")]
+    expected = {k: v.clone() for k, v in steps[0]["model"].items()}
+    for step in steps[1:]:
+        for name, value in step["model"].items():
+            if value.is_floating_point():
+                expected[name] = 0.6 * expected[name] + 0.4 * value
+            else:
+                expected[name] = value
+    averaged, live = _weights(final), steps[-1]["model"]
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(steps[-1]["train"]["ema"][name], value, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(averaged[k], live[k]) for k in live)  # the average, not the last weights
+    best = _weights(tmp_path / "run" / "best.pt")  # evaluated at the end and kept: the average
+    assert all(torch.equal(best[k], averaged[k]) for k in averaged)
 
 
 def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Path], tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from ..data.annotations import Annotations, annotations_to_dict, load_annotations
@@ -45,7 +46,7 @@ from .config import TrainConfig, config_from_dict, config_to_dict
 from .init import load_coco_init, load_imagenet_backbone, reference_init
 from .losses import CiCoLoss
 from .sampler import EpochItems, RunOrder, iterations_per_epoch
-from .schedule import WarmupStepLR, scaled_lr
+from .schedule import WarmupDecayLR, scaled_lr
 from .state import (capture_rng, checkpoint_path, latest_checkpoint, load_training_state, prune_checkpoints,
                     restore_rng)
 
@@ -252,9 +253,10 @@ class Trainer:
         total = cfg.iters or cfg.epochs * per_epoch
         lr = scaled_lr(cfg.lr, cfg.batch_size * env.world_size, cfg.reference_batch) if cfg.scale_lr else cfg.lr
         optimizer = _optimizer(cfg, model, lr)
-        scheduler = WarmupStepLR(optimizer, total, cfg.schedule)
+        scheduler = WarmupDecayLR(optimizer, total, cfg.schedule)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         criterion = CiCoLoss.for_model(model_config, cfg.loss)
+        ema = _weight_average(cfg, model)
 
         start, best = 0, {"AP": -1.0, "iteration": 0}
         _seed_process(cfg.seed, env.rank)
@@ -265,6 +267,8 @@ class Trainer:
             optimizer.load_state_dict(train["optimizer"])
             scheduler.load_state_dict(train["scheduler"])
             scaler.load_state_dict(train["scaler"])
+            if ema is not None:
+                ema.module.load_state_dict(train["ema"])
             start, best = int(train["iteration"]), dict(train["best"])
             rng = train["rng"]
             if len(rng) == env.world_size:
@@ -284,20 +288,33 @@ class Trainer:
             if self.resume_from is not None:
                 print(f"resuming from {self.resume_from} (iteration {start} of {total})", flush=True)
         loop = _Loop(self, model, ddp, optimizer, scheduler, scaler, criterion, logger, model_config, val, best,
-                     total, per_epoch)
+                     total, per_epoch, ema)
         try:
             loop.train(dataset, start)
         finally:
             logger.close()
         final = self.run_dir / "final.pt"
         if env.is_main:
-            save_checkpoint(final, model, model_config, preset=cfg.preset,
-                            summary={"iterations": total, "best": loop.best})
+            save_checkpoint(final, loop.result_model, model_config, preset=cfg.preset,
+                            summary={"iterations": total, "best": loop.best, "weight_average": ema is not None})
             print(f"final weights: {final}" + (f" (best held-out mask AP {loop.best['AP']:.3f} at iteration "
                                                 f"{loop.best['iteration']}: {self.run_dir / 'best.pt'})"
                                                 if loop.best["AP"] >= 0 else ""), flush=True)
         env.barrier()
         return final
+
+
+def _weight_average(cfg: TrainConfig, model: nn.Module) -> ModelEmaV3 | None:
+    """The exponential moving average of ``model``'s weights and buffers (``None`` when ``ema_decay`` is 0).
+
+    Updated after every optimiser step with the decay of the step's number (1-based), so a resumed run
+    continues it exactly.
+    """
+    if cfg.ema_decay <= 0:
+        return None
+    warmup = cfg.ema_warmup_power > 0
+    return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=warmup,
+                      warmup_power=cfg.ema_warmup_power if warmup else 2 / 3)
 
 
 class _RunLogger:
@@ -359,13 +376,13 @@ class _Loop:
     """The iteration loop of one :class:`Trainer` run."""
 
     def __init__(self, trainer: Trainer, model: CiCo, ddp: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: WarmupStepLR, scaler: torch.amp.GradScaler, criterion: CiCoLoss, logger: _RunLogger,
+                 scheduler: WarmupDecayLR, scaler: torch.amp.GradScaler, criterion: CiCoLoss, logger: _RunLogger,
                  model_config: ModelConfig, val: Annotations | None, best: dict[str, Any], total: int,
-                 per_epoch: int) -> None:
+                 per_epoch: int, ema: ModelEmaV3 | None = None) -> None:
         self.trainer, self.cfg, self.env, self.device = trainer, trainer.cfg, trainer.env, trainer.device
         self.model, self.ddp, self.optimizer, self.scheduler, self.scaler = model, ddp, optimizer, scheduler, scaler
         self.criterion, self.logger, self.model_config, self.val = criterion, logger, model_config, val
-        self.best, self.total, self.per_epoch = best, total, per_epoch
+        self.best, self.total, self.per_epoch, self.ema = best, total, per_epoch, ema
         self.window: dict[str, list[float]] = {}
         self.window_start = time.perf_counter()
 
@@ -414,6 +431,8 @@ class _Loop:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=iteration + 1)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         for name, value in zip(losses, values.tolist()):
@@ -424,6 +443,11 @@ class _Loop:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         return self.trainer.amp_dtype
+
+    @property
+    def result_model(self) -> CiCo:
+        """The weights a run hands out (evaluation, ``best.pt``, ``final.pt``): the average when kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _log(self, iteration: int) -> None:
         if not self.window:
@@ -453,6 +477,7 @@ class _Loop:
             train = {"iteration": iteration, "epoch": iteration // self.per_epoch,
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict(), "rng": rngs, "best": dict(self.best),
+                     **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
                      "data": {"seed": self.cfg.seed, "epoch": iteration // self.per_epoch,
                               "iteration_in_epoch": iteration % self.per_epoch,
                               "batch_size": self.cfg.batch_size, "world_size": env.world_size},
@@ -467,7 +492,7 @@ class _Loop:
         if env.is_main:
             rng = capture_rng()
             started = time.perf_counter()
-            stats = evaluate_model(self.model, self.val, self.cfg.val_frames, self.cfg.eval_overlap)
+            stats = evaluate_model(self.result_model, self.val, self.cfg.val_frames, self.cfg.eval_overlap)
             restore_rng(rng)
             self.model.train()
             entry = {"iteration": iteration, "eval": stats, "eval_seconds": time.perf_counter() - started}
@@ -475,7 +500,7 @@ class _Loop:
             improved = stats["AP"] > self.best["AP"]
             if improved:
                 self.best = {"AP": stats["AP"], "iteration": iteration}
-                save_checkpoint(self.trainer.run_dir / "best.pt", self.model, self.model_config,
+                save_checkpoint(self.trainer.run_dir / "best.pt", self.result_model, self.model_config,
                                 preset=self.cfg.preset, summary={"iteration": iteration, "eval": stats})
             self.logger.write(f"iteration {iteration}: held-out mask AP {stats['AP']:.3f} AP50 {stats['AP50']:.3f} "
                               f"AR10 {stats['AR10']:.3f}" + (" (best)" if improved else ""))
