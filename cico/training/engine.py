@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from ..data.annotations import Annotations, annotations_to_dict, load_annotations
@@ -312,9 +312,8 @@ def _weight_average(cfg: TrainConfig, model: nn.Module) -> ModelEmaV3 | None:
     """
     if cfg.ema_decay <= 0:
         return None
-    warmup = cfg.ema_warmup_power > 0
-    return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=warmup,
-                      warmup_power=cfg.ema_warmup_power if warmup else 2 / 3)
+    return ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup_power > 0,
+                      warmup_power=cfg.ema_warmup_power)
 
 
 class _RunLogger:
@@ -378,7 +377,7 @@ class _Loop:
     def __init__(self, trainer: Trainer, model: CiCo, ddp: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: WarmupDecayLR, scaler: torch.amp.GradScaler, criterion: CiCoLoss, logger: _RunLogger,
                  model_config: ModelConfig, val: Annotations | None, best: dict[str, Any], total: int,
-                 per_epoch: int, ema: ModelEmaV3 | None = None) -> None:
+                 per_epoch: int, ema: ModelEmaV3 | None) -> None:
         self.trainer, self.cfg, self.env, self.device = trainer, trainer.cfg, trainer.env, trainer.device
         self.model, self.ddp, self.optimizer, self.scheduler, self.scaler = model, ddp, optimizer, scheduler, scaler
         self.criterion, self.logger, self.model_config, self.val = criterion, logger, model_config, val

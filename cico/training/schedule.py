@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import CicoError
 
-__all__ = ["ScheduleConfig", "WarmupDecayLR", "scaled_lr", "DECAYS"]
+__all__ = ["ScheduleConfig", "WarmupDecayLR", "scaled_lr"]
 
 DECAYS = ("step", "cosine")
 
@@ -39,8 +39,8 @@ class ScheduleConfig:
     """
 
     warmup_iters: int = 500
-    decay: str = "step"
     warmup_init: float = 1e-4
+    decay: str = "step"
     milestones: tuple[float, ...] = (0.75,)
     gamma: float = 0.1
 
