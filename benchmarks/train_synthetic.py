@@ -7,10 +7,13 @@
    the size of the exported model.
 
 The defaults are the issue's 20-minute budget on this 2-core CPU: the demo data (3 classes, at most 3
-objects, 96 training and 16 held-out videos of 12 frames at 128x224), the ``tiny`` recipe's 5400
-iterations and two network threads (run it alone; ``--threads 1`` when sharing the machine). The run is
-reproducible (fixed seeds, deterministic data order and augmentation); ``--export`` writes the final
-(weight-averaged) model as float16 safetensors. The shipped demo model is this script with
+objects, 12 frames at 128x224) with 1920 training videos (made in about 15 s) and 16 held-out ones, the
+``tiny`` recipe's 5400 iterations, and two network threads (run it alone; ``--threads 1`` when sharing
+the machine). Small training sets are learned by heart: the same run reached held-out AP 0.43 with 96
+training videos, 0.48 with 480 and 0.53 with 1920 (a model trained on the 96 for 14000 iterations scored
+0.71 on them and 0.51 held-out). The run is reproducible (fixed seeds, deterministic data order and
+augmentation); ``--export`` writes the final (weight-averaged) model as float16 safetensors. The
+shipped demo model is this script with
 ``--iters 14000 --eval-every 1000 --export cico/weights/demo_tiny_yolact.safetensors``. Usage::
 
     python benchmarks/train_synthetic.py --out /tmp/cico_bench [--preset tiny_yolact] [--iters N]
@@ -36,7 +39,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny_yolact")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the recipe's)")
     parser.add_argument("--eval-every", type=int, default=None, help="(default: the recipe's)")
-    parser.add_argument("--train-videos", type=int, default=96)
+    parser.add_argument("--train-videos", type=int, default=1920)
     parser.add_argument("--val-videos", type=int, default=16)
     parser.add_argument("--frames", type=int, default=DemoData.frames)
     parser.add_argument("--size", default="{}x{}".format(*DemoData.size), help="frame size HxW of the videos")
