@@ -138,8 +138,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # classes were the main error), the horizontal flip, and torchvision's default initialisation, which
     # trains faster from scratch than Xavier on the backbone. The clips load in the training process: with
     # two network threads that is the fastest use of 2 cores. 5400 iterations fit the 20-minute budget of
-    # benchmarks/train_synthetic.py (18.4 min of training with bf16 on this machine's CPU); the shipped demo
-    # model is the same recipe run for 14000.
+    # benchmarks/train_synthetic.py (18.4-18.7 min of training with bf16 on this machine's CPU); the shipped
+    # demo model is the same recipe run for 14000.
     "tiny": {
         "model": {"backbone_width": 32, "fpn_channels": 32, "proto_channels": 32, "min_size": 128, "max_size": 224},
         "iters": 5400,
