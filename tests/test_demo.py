@@ -64,7 +64,7 @@ def test_cico_predict_with_the_trained_model_gives_results_cico_evaluate_accepts
     capsys.readouterr()
     assert main(["evaluate", str(ann), str(out / "results.json"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(stats) == set(STAT_NAMES) and stats["AP"] > 0.3, stats  # 0.692 on these two videos
+    assert set(stats) == set(STAT_NAMES) and stats["AP"] > 0.5, stats  # 0.692 on these two videos
     # the command line writes exactly what the Python API predicts
     annotations = load_annotations(ann)
     category_ids = [annotations.category_id_of(label) for label in range(1, annotations.num_classes + 1)]
