@@ -20,9 +20,24 @@ import numpy as np
 import torch
 
 
+CASE_KINDS = ("preprocess", "cico", "e2e", "train")
+
+
+def cases(golden_dir: Path, kind: str) -> list[Path]:
+    """The case folders of one kind in ``golden_dir``, sorted by name.
+
+    The kind is the folder-name prefix (golden README §1): ``preprocess_*`` (preprocessing), ``cico_*``
+    (network and detection), ``e2e_*`` (a whole video) and ``train_*`` (one training step). A folder of
+    that prefix is returned whatever it holds, so a case with a missing or broken file fails its test.
+    """
+    if kind not in CASE_KINDS:
+        raise ValueError(f"unknown golden case kind {kind!r}; expected one of {CASE_KINDS}")
+    return sorted(p for p in Path(golden_dir).glob(f"{kind}_*") if p.is_dir())
+
+
 def network_cases(golden_dir: Path) -> list[Path]:
-    """The network-level case folders of ``golden_dir`` (those with an ``input.npz``), sorted by name."""
-    return sorted(p.parent for p in Path(golden_dir).glob("*/input.npz"))
+    """The network-level case folders of ``golden_dir`` (``cico_*``), sorted by name."""
+    return cases(golden_dir, "cico")
 
 
 def read_manifest(case_dir: Path) -> dict[str, Any]:

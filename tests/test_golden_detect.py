@@ -3,7 +3,6 @@ golden network case go in, its per-clip detections (``det_*``) must come out (go
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +12,12 @@ import torch
 from cico.inference.detect import detect
 from cico.model.outputs import ClipDetections, HeadOutputs
 from conftest import GOLDEN_DIR
+from golden import network_cases
 
 
 def _network_cases() -> list:
-    """Every case folder whose ``outputs.npz`` holds raw logits; unreadable ones are kept (to fail)."""
-    cases = []
-    for npz in sorted(GOLDEN_DIR.glob("*/outputs.npz")):
-        try:
-            with zipfile.ZipFile(npz) as archive:
-                has_logits = "conf_logits.npy" in archive.namelist()
-        except (OSError, zipfile.BadZipFile):
-            has_logits = True
-        if has_logits:
-            cases.append(pytest.param(npz.parent, id=npz.parent.name))
+    """Every network case folder (``cico_*``); unreadable ones are kept (to fail)."""
+    cases = [pytest.param(case, id=case.name) for case in network_cases(GOLDEN_DIR)]
     return cases or [pytest.param(GOLDEN_DIR / "<no network case>", id="no-golden-network-case")]
 
 

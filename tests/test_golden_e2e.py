@@ -18,9 +18,18 @@ from cico.data.rle import decode
 from cico.model.config import get_preset
 
 from tests.conftest import GOLDEN_DIR
-from tests.golden import preset_name, read_manifest, read_npz, write_reference_checkpoint
+from tests.golden import cases, preset_name, read_manifest, read_npz, write_reference_checkpoint
 
-MODEL_DIRS = sorted(p.parent for p in GOLDEN_DIR.glob("e2e_*/*/manifest.json"))
+def _model_dirs() -> list[Path]:
+    """Every model folder of every ``e2e_*`` case; a case without one is returned itself (to fail)."""
+    dirs = []
+    for case in cases(GOLDEN_DIR, "e2e"):
+        models = sorted(d for d in case.iterdir() if d.is_dir() and d.name != "frames")
+        dirs.extend(models or [case])
+    return dirs
+
+
+MODEL_DIRS = _model_dirs()
 PARAMS = [pytest.param(d, id=f"{d.parent.name}/{d.name}") for d in MODEL_DIRS] or [
     pytest.param(None, id="no-e2e-case-found")]
 

@@ -1,6 +1,9 @@
 """Preprocessing: the golden reference inputs (bitwise), resize/pad rules, and the training augmentation."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import torch
 from cico.data import transforms
 from cico.data.transforms import TrainAugmentation, fill_value, normalize, pad_to, padded_size, resize_shape
 from conftest import GOLDEN_DIR
+from golden import cases, network_cases, read_manifest
 
 
 def _read(path) -> np.ndarray:
@@ -26,26 +30,50 @@ def _npz(path, key: str) -> np.ndarray:
     return np.load(path)[key]
 
 
-def test_golden_preprocess_384x640_is_bitwise() -> None:
-    frame = _read(GOLDEN_DIR / "preprocess_dog" / "frames" / "00010.png")
-    expected = _npz(GOLDEN_DIR / "preprocess_dog" / "outputs.npz", "x_384x640")
-    x = transforms.test_transform(frame, 384, 640, "reference")
-    assert tuple(x.shape) == (3, 359, 640)
-    x = pad_to(x, padded_size(359, 640, 32, 384, 640))[None]
+PREPROCESS_CASES = cases(GOLDEN_DIR, "preprocess")
+
+
+def _network_cases_of(case: Path) -> list[Path]:
+    """The network cases whose clip comes from this preprocessing case's frames (their manifest names the
+    folder); when none names it, every network case (a golden set has one clip for all of them)."""
+    network = network_cases(GOLDEN_DIR)
+    named = [n for n in network if case.name in json.dumps(read_manifest(n).get("clip", {}))]
+    return named or network
+
+
+def test_golden_preprocess_cases_present() -> None:
+    assert PREPROCESS_CASES, f"no preprocess_* case in {GOLDEN_DIR}"
+
+
+@pytest.mark.parametrize("case", PREPROCESS_CASES, ids=[c.name for c in PREPROCESS_CASES])
+def test_golden_preprocess_384x640_is_bitwise(case: Path) -> None:
+    spec = read_manifest(case)["outputs"]["x_384x640"]
+    (source,) = spec["from_frames"]
+    frame = _read(case / source)
+    expected = _npz(case / "outputs.npz", "x_384x640")
+    x = transforms.test_transform(frame, spec["min_size"], spec["max_size"], "reference")
+    assert list(x.shape[1:]) == spec["resize_hw"]
+    x = pad_to(x, padded_size(*spec["resize_hw"], 32, *spec["pad_hw"]))[None]
     assert x.dtype == torch.float32 and tuple(x.shape) == expected.shape
     assert np.abs(x.numpy() - expected).max() <= 1e-5
     assert np.array_equal(x.numpy(), expected)  # cv2.resize on float32 is deterministic
-    assert (x[0, :, 359:] == 0).all()
+    assert (x[0, :, spec["resize_hw"][0]:] == 0).all()
 
 
-def test_golden_network_input_128x224() -> None:
-    frames = [_read(GOLDEN_DIR / "preprocess_dog" / "frames" / f"000{i}.png") for i in (10, 11, 12)]
-    expected = _npz(GOLDEN_DIR / "cico_yolact_r50_yt19" / "input.npz", "x")
-    x, resized = transforms.test_clip(frames, 128, 224, "reference")
-    assert resized == (125, 224)
-    assert tuple(x.shape) == expected.shape == (3, 3, 128, 224)
-    assert np.abs(x.numpy() - expected).max() <= 1e-5
-    assert np.array_equal(x.numpy(), expected)
+@pytest.mark.parametrize("case", PREPROCESS_CASES, ids=[c.name for c in PREPROCESS_CASES])
+def test_golden_network_input(case: Path) -> None:
+    frames = [_read(case / name) for name in read_manifest(case)["inputs"]["frames"]]
+    network = _network_cases_of(case)
+    assert network, f"no network case in {GOLDEN_DIR} to compare {case.name} with"
+    for net_case in network:
+        clip = read_manifest(net_case)["clip"]
+        expected = _npz(net_case / "input.npz", "x")
+        height, width = clip["input_hw"]
+        x, resized = transforms.test_clip(frames, height, width, "reference")
+        assert list(resized) == clip["resized_hw"], net_case.name
+        assert tuple(x.shape) == expected.shape, net_case.name
+        assert np.abs(x.numpy() - expected).max() <= 1e-5, net_case.name
+        assert np.array_equal(x.numpy(), expected), net_case.name
 
 
 def test_reference_and_rgb_normalisations() -> None:
