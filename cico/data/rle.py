@@ -25,6 +25,9 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE | None:
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        # pycocotools stores counts as uint32: NumPy 2 refuses a run outside that range, NumPy 1 wraps it
+        if any(isinstance(c, (int, float)) and not 0 <= c < 2**32 for c in segmentation["counts"]):
+            raise ValueError("RLE counts must be run lengths in [0, 2**32)")
         return mask_utils.frPyObjects(segmentation, *segmentation["size"])
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         return segmentation
