@@ -4,7 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+# The lowest versions pyproject.toml allows (constraints-min.txt), in their own venv, built by the lowest
+# setuptools without build isolation.
+VENV_MIN := .venv-min
+PY_MIN := $(VENV_MIN)/bin/python
+STAMP_MIN := $(VENV_MIN)/.installed
+# Their subset: all but the slow end-to-end, training and distributed runs; one golden network case (Swin).
+MIN_TESTS := -m "not slow" \
+	-k "not (kill_and_resume or decrease_the_loss or test_distributed or (test_golden_network and r50))"
+
+.PHONY: demo test test-min install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +31,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+$(PY_MIN):
+	$(PYTHON) -m venv $(VENV_MIN)
+
+$(STAMP_MIN): $(PY_MIN) pyproject.toml constraints-min.txt
+	$(PY_MIN) -m pip install --upgrade -q pip
+	$(PY_MIN) -m pip install -q -c constraints-min.txt setuptools wheel
+	$(PY_MIN) -m pip install -q -c constraints-min.txt --no-build-isolation -e ".[test]"
+	$(PY_MIN) -m pip check
+	touch $(STAMP_MIN)
+
+test-min: $(STAMP_MIN)
+	$(PY_MIN) -m pip list --format=freeze | grep -i -E "^(torch|torchvision|timm|numpy|pycocotools|opencv-python-headless|av|pillow)=="
+	$(PY_MIN) -m pytest -q $(MIN_TESTS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_MIN) build dist *.egg-info
