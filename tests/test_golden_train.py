@@ -22,9 +22,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from cico.data.annotations import parse_annotations
-from cico.data.clips import ClipDataConfig, ClipDataset, reference_object_order
+from cico.data.clips import ClipBatch, ClipDataConfig, ClipDataset, reference_object_order
+from cico.data.rle import decode, encode
 from cico.model.checkpoint import model_from_state_dict, reference_to_cico
 from cico.model.config import get_preset
 from cico.training.losses import CiCoLoss
@@ -180,3 +182,120 @@ def test_batch_norm_statistics(case: Path) -> None:
             # (0.1 x a batch mean near 0), where an element-wise relative error measures only rounding
             err, scale = np.abs(step.buffers[name] - expected).max(), np.abs(expected).max()
             assert err <= 1e-4 * scale, f"{key}: max|ours-ref| = {err:.3g} > 1e-4·{scale:.3g}"
+
+
+# -- the data side: what the training dataset builds from a YouTube-VIS video (spec §4.3-4.6) --------------
+
+def _davis_dataset(sequence: str, frames: list[int], extra: list[dict[str, Any]] = (),
+                   object_id: int | None = None, absent: tuple[int, ...] = ()) -> ClipDataset:
+    """A one-video dataset of DAVIS ``sequence``'s ``frames``, augmentation off, at the golden size.
+
+    The DAVIS object keeps its annotation (id ``object_id`` if given), without the frames in ``absent``;
+    ``extra`` annotations (per-frame lists over ``frames``) are added.
+    """
+    full = json.loads((DAVIS / "instances.json").read_text())
+    video = next(v for v in full["videos"] if v["file_names"][0].startswith(sequence + "/"))
+    davis = next(a for a in full["annotations"] if a["video_id"] == video["id"])
+    per_frame = ("bboxes", "areas", "segmentations")
+    davis = dict(davis, **{k: [None if i in absent else davis[k][f] for i, f in enumerate(frames)]
+                           for k in per_frame})
+    if object_id is not None:
+        davis["id"] = object_id
+    video = dict(video, length=len(frames), file_names=[video["file_names"][f] for f in frames])
+    data = dict(full, videos=[video], annotations=[davis, *[dict(a, video_id=video["id"]) for a in extra]])
+    config = ClipDataConfig(min_size=MIN_SIZE, max_size=MAX_SIZE, flip="none", flip_prob=0.0, expand_prob=0.0)
+    return ClipDataset(parse_annotations(data), DAVIS / "JPEGImages", config)
+
+
+def _middle_clip(dataset: ClipDataset) -> ClipBatch:
+    """The batch of the 3-frame video's middle item: its clip is frames [0, 1, 2] (window {-2, -1, +1})."""
+    sample = dataset[dataset.items.index((0, 1))]
+    assert sample.frame_ids == [0, 1, 2]
+    return dataset.collate_fn([sample])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_training_clips_as_in_the_golden_inputs(case: Path) -> None:
+    """Each golden clip is real DAVIS frames with painted objects: cico's dataset, fed the same frames and
+    the DAVIS object, builds the case's ``x`` (away from the painted objects), box and mask bit for bit."""
+    manifest, inputs = read_manifest(case), read_npz(case / "input.npz")
+    for b, clip in enumerate(manifest["clips"]):
+        sequence = clip["source"].split("'")[1]
+        batch = _middle_clip(_davis_dataset(sequence, clip["davis_frames"]))
+        x = inputs["x"][b]
+        assert tuple(batch.images.shape[1:]) == x.shape
+        davis = next(o for o in clip["objects"] if o["kind"] == "davis")["index"]
+        np.testing.assert_array_equal(batch.boxes[0][0].numpy(), inputs[f"boxes_{b}"][davis], f"clip {b} box")
+        np.testing.assert_array_equal(batch.masks[0][0].numpy(), inputs[f"masks_{b}"][davis], f"clip {b} mask")
+        painted = np.zeros(x.shape[-2:], np.uint8)
+        for obj in clip["objects"]:
+            if obj["kind"] != "davis":
+                painted |= inputs[f"masks_{b}"][obj["index"]].any(0)
+        # the resize mixes each output pixel with its neighbours: keep 2 pixels away from the paint
+        clean = ~cv2.dilate(painted, np.ones((5, 5), np.uint8)).astype(bool)
+        assert clean.mean() > 0.5
+        np.testing.assert_allclose(batch.images[0].numpy()[..., clean], x[..., clean], rtol=0, atol=1e-5,
+                                   err_msg=f"clip {b} x")
+        ids = [[o["id"] for o in clip["objects"] if o["present"][t]] for t in range(len(clip["davis_frames"]))]
+        assert reference_object_order(ids) == [o["id"] for o in clip["objects"]], f"clip {b} object order"
+
+
+def _rectangle(x: int, y: int, w: int, h: int, present: list[bool], object_id: int, category: int) -> dict:
+    mask = np.zeros((480, 854), np.uint8)
+    mask[y:y + h, x:x + w] = 1
+    return {"id": object_id, "category_id": category, "iscrowd": 0,
+            "bboxes": [[x, y, w, h] if p else None for p in present],
+            "areas": [w * h if p else None for p in present],
+            "segmentations": [encode(mask) if p else None for p in present]}
+
+
+def test_training_clip_follows_the_reference_pull_item() -> None:
+    """Spec §4.3-4.6 worked out by hand on DAVIS 'dog' frames 10, 15, 20 (480x854 -> 125x224, padded to 128):
+    the channel-order quirk, inclusive boxes rescaled onto the padded canvas, absent frames, padding, the
+    reference's object order."""
+    frames = [10, 15, 20]
+    extra = [_rectangle(500, 100, 120, 60, [True, True, True], 31, 4),
+             _rectangle(40, 300, 90, 150, [False, True, True], 33, 4)]
+    batch = _middle_clip(_davis_dataset("dog", frames, extra, object_id=32, absent=(1,)))
+    full = json.loads((DAVIS / "instances.json").read_text())
+    dog = next(a for a in full["annotations"] if a["video_id"] == 4)
+
+    # objects: the ids {31, 32, 33} in a Python set's order, as the reference's pull_item iterates them
+    assert batch.track_ids[0].tolist() == [32, 33, 31]
+    assert batch.labels[0].tolist() == [2, 4, 4]  # dog, bird: the sorted category ids' 1-based ranks
+
+    # images: cv2 INTER_LINEAR on float32 BGR to 125x224; ch0 = (R - 103.53)/57.375, ch1 = (G - 116.28)/57.12,
+    # ch2 = (B - 123.675)/58.395 (the ImageNet RGB constants on BGR data, then BGR->RGB); zero rows 125-127
+    images = batch.images[0].numpy()
+    assert images.shape == (3, 3, 128, 224)
+    for t, f in enumerate(frames):
+        bgr = cv2.resize(cv2.imread(str(DAVIS / "JPEGImages" / "dog" / f"{f:05d}.jpg")).astype(np.float32),
+                         (224, 125), interpolation=cv2.INTER_LINEAR)
+        expected = np.stack([(bgr[..., 2] - 103.53) / 57.375, (bgr[..., 1] - 116.28) / 57.12,
+                             (bgr[..., 0] - 123.675) / 58.395])
+        np.testing.assert_allclose(images[t, :, :125], expected, rtol=0, atol=1e-5)
+        assert not images[t, :, 125:].any()
+
+    # boxes: [x/854, y/480·125/128, (x+w-1)/854, (y+h-1)/480·125/128]; an absent frame is [0, 0, 0, 0]
+    def box(x: float, y: float, w: float, h: float) -> list[float]:
+        return [x / 854, y / 480 * 125 / 128, (x + w - 1) / 854, (y + h - 1) / 480 * 125 / 128]
+
+    zero = [0.0] * 4
+    expected_boxes = [[box(*dog["bboxes"][10]), zero, box(*dog["bboxes"][20])],
+                      [zero, box(40, 300, 90, 150), box(40, 300, 90, 150)],
+                      [box(500, 100, 120, 60)] * 3]
+    np.testing.assert_allclose(batch.boxes[0].numpy(), expected_boxes, rtol=0, atol=1e-7)
+
+    # masks: the 0/1 uint8 mask resized by the same cv2 resize, zero-padded; empty where absent
+    masks = batch.masks[0].numpy()
+    assert masks.shape == (3, 3, 128, 224) and not masks[:, :, 125:].any()
+    assert not masks[0, 1].any() and not masks[1, 0].any()
+    for j, annotation in ((0, dict(dog, segmentations=[dog["segmentations"][f] for f in frames])),
+                          (1, extra[1]), (2, extra[0])):
+        for t in range(3):
+            rle = annotation["segmentations"][t]
+            if rle is None or (j == 0 and t == 1):
+                continue
+            full_mask = decode(rle if isinstance(rle["counts"], str) else mask_utils.frPyObjects(rle, 480, 854))
+            expected = cv2.resize(full_mask, (224, 125), interpolation=cv2.INTER_LINEAR)
+            np.testing.assert_array_equal(masks[j, t, :125], expected, f"object {j} frame {t}")
