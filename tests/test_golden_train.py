@@ -10,6 +10,9 @@ batch-norm running statistics. One step per case is shared by the tests (module 
 Below 4 clips the reference freezes the backbone's BatchNorm2d (eval mode, no gradient; §8.2); cico
 freezes them with ``frozen_bn=True`` (``FrozenBatchNorm2d``), which is what its trainer runs then.
 The ProtoNet batch norms train in both modes.
+
+The data side: the training dataset, with augmentation off, builds the cases' inputs from the same DAVIS
+frames, and a clip of the DAVIS sample as the reference's ``pull_item`` does, worked out by hand.
 """
 from __future__ import annotations
 
@@ -62,9 +65,10 @@ class Step:
     conf_t: np.ndarray  # [B*T, N]
     gt_idx: np.ndarray  # [B*T, N], -1 off the positives
     boxes_supp: list[np.ndarray]
-    grads: dict[str, np.ndarray]  # cico name -> gradient, for the parameters that have one
+    grad_norms: dict[str, float]  # cico name -> L2 norm of the gradient, for the parameters that have one
+    full_grads: dict[str, np.ndarray]  # the gradients of manifest["full_grads"], by cico name
     trainable: set[str]  # cico names of the parameters with requires_grad
-    buffers: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]  # cico name -> value, for the batch norms of manifest["bn_tracked"]
 
 
 _STEPS: dict[Path, Step] = {}
@@ -90,13 +94,17 @@ def _step(case: Path) -> Step:
     # the loss matched internally; the matcher is deterministic, so this is the same assignment
     targets = match_batch(boxes, labels, head.priors.detach(), loc_pred=head.loc.detach())
     conf_t = targets.labels.numpy()
+    names = cico_names(reference)
+    params = dict(model.named_parameters())
+    tracked = tuple(names[f"{module}.running_mean"].removesuffix("running_mean") for module in manifest["bn_tracked"])
     _STEPS[case] = Step(
-        manifest=manifest, inputs=inputs, ref=ref, names=cico_names(reference),
+        manifest=manifest, inputs=inputs, ref=ref, names=names,
         losses={k: float(v.detach()) for k, v in losses.items()}, total=float(total.detach()), conf_t=conf_t,
         gt_idx=np.where(conf_t > 0, targets.matched.numpy(), -1), boxes_supp=[b.numpy() for b in targets.boxes],
-        grads={n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None},
-        trainable={n for n, p in model.named_parameters() if p.requires_grad},
-        buffers={n: b.numpy().copy() for n, b in model.named_buffers()})
+        grad_norms={n: float(p.grad.double().norm()) for n, p in params.items() if p.grad is not None},
+        full_grads={names[n]: params[names[n]].grad.numpy().copy() for n in manifest["full_grads"]},
+        trainable={n for n, p in params.items() if p.requires_grad},
+        buffers={n: b.numpy().copy() for n, b in model.named_buffers() if n.startswith(tracked)})
     return _STEPS[case]
 
 
@@ -135,13 +143,13 @@ def test_gradient_norms(case: Path) -> None:
     with_grad = manifest["grad_norm_names"]
     # cico trains exactly the parameters the reference trains: no more, none without a gradient. A frozen
     # reference BN parameter (params_without_grad) is a FrozenBatchNorm2d buffer or a parameter without grad.
-    assert set(step.grads) == {names[n] for n in with_grad}
-    assert step.trainable == set(step.grads)
-    assert not {names[n] for n in manifest["params_without_grad"]} & set(step.grads)
+    assert set(step.grad_norms) == {names[n] for n in with_grad}
+    assert step.trainable == set(step.grad_norms)
+    assert not {names[n] for n in manifest["params_without_grad"]} & set(step.grad_norms)
     exempt = set(manifest["grads_zero_in_exact_arithmetic"])
     failures = []
     for name, expected, sensitivity in zip(with_grad, ref["grad_norms"], ref["grad_norm_rel_sensitivity"]):
-        norm = float(np.linalg.norm(step.grads[names[name]].astype(np.float64)))
+        norm = step.grad_norms[names[name]]
         if name in exempt:  # zero in exact arithmetic: only rounding noise on both sides
             if norm > 1e-4:
                 failures.append(f"{name}: {norm:.3g} > 1e-4 (zero in exact arithmetic)")
@@ -157,7 +165,7 @@ def test_full_gradients(case: Path) -> None:
     step = _step(case)
     for name in step.manifest["full_grads"]:
         expected = step.ref[f"grad.{name}"].astype(np.float64)
-        ours = step.grads[step.names[name]].astype(np.float64)
+        ours = step.full_grads[step.names[name]].astype(np.float64)
         assert ours.shape == expected.shape, name
         err, scale = np.abs(ours - expected).max(), np.abs(expected).max()
         assert err <= 1e-3 * scale, f"{name}: max|ours-ref| = {err:.3g} > 1e-3·{scale:.3g}"
@@ -184,7 +192,7 @@ def test_batch_norm_statistics(case: Path) -> None:
             assert err <= 1e-4 * scale, f"{key}: max|ours-ref| = {err:.3g} > 1e-4·{scale:.3g}"
 
 
-# -- the data side: what the training dataset builds from a YouTube-VIS video (spec §4.3-4.6) --------------
+# -- the data side: what the training dataset builds from a YouTube-VIS video ----------------------------
 
 def _davis_dataset(sequence: str, frames: list[int], extra: list[dict[str, Any]] = (),
                    object_id: int | None = None, absent: tuple[int, ...] = ()) -> ClipDataset:
@@ -253,9 +261,9 @@ def _rectangle(x: int, y: int, w: int, h: int, present: list[bool], object_id: i
 
 
 def test_training_clip_follows_the_reference_pull_item() -> None:
-    """Spec §4.3-4.6 worked out by hand on DAVIS 'dog' frames 10, 15, 20 (480x854 -> 125x224, padded to 128):
-    the channel-order quirk, inclusive boxes rescaled onto the padded canvas, absent frames, padding, the
-    reference's object order."""
+    """The reference's clip worked out by hand on DAVIS 'dog' frames 10, 15, 20 (480x854 -> 125x224, padded
+    to 128): the channel-order quirk, inclusive boxes rescaled onto the padded canvas, absent frames,
+    padding, the reference's object order."""
     frames = [10, 15, 20]
     extra = [_rectangle(500, 100, 120, 60, [True, True, True], 31, 4),
              _rectangle(40, 300, 90, 150, [False, True, True], 33, 4)]
