@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,14 @@ def reference_state_dict(manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
     if len(state) != weights["n_tensors"]:
         raise ValueError(f"manifest lists {len(state)} tensors, says n_tensors={weights['n_tensors']}")
     return state
+
+
+def cico_names(reference_names: Iterable[str]) -> dict[str, str]:
+    """Reference state-dict name -> cico name, through the mapping ``cico convert`` uses (``reference_to_cico``)."""
+    from cico.model.checkpoint import reference_to_cico
+
+    dummy = torch.zeros(())
+    return {name: next(iter(reference_to_cico({name: dummy}))) for name in reference_names}
 
 
 def write_reference_checkpoint(manifest: dict[str, Any], path: Path) -> Path:

@@ -8,6 +8,8 @@ Follows the reference's ``YTVOSDataset`` (spec §4.2-4.6):
   repetition when too few exist; the clip is the sorted list of the ``T`` frame indices;
 * every object of the clip becomes a tube (§4.3): masks and boxes per frame, zeros where absent;
   boxes use the reference's inclusive ``[x, y, x+w-1, y+h-1]`` (spec §4.1, ★ §9.2-20), normalised;
+  the objects come in the reference's order, that of a Python ``set`` of their ids
+  (:func:`reference_object_order`);
 * :class:`~cico.data.transforms.TrainAugmentation` augments the clip; objects without a positive
   box in any frame afterwards are dropped, and a clip left with none is drawn again;
 * :func:`collate` pads a batch to its largest clip rounded up to ``size_divisor`` and rescales the
@@ -142,6 +144,23 @@ def read_frame(path: Path) -> np.ndarray:
     return image
 
 
+def reference_object_order(ids_per_frame: Sequence[Sequence[int]]) -> list[int]:
+    """The clip's object ids in the order the reference emits them: iteration order of a ``set``.
+
+    The reference collects the ids of the objects present in each frame of the clip (frame by frame,
+    in annotation order) into a Python ``set`` and builds one tube per id in the set's iteration order.
+    For small integer ids that order is by ``id mod table size``, so ``{31, 32, 33}`` comes out as
+    ``[32, 33, 31]`` (table of 8). The order matters only for exact ties in the matcher.
+
+    Args:
+        ids_per_frame: per frame of the clip, the ids of the objects present in it.
+    """
+    ids: set[int] = set()
+    for frame_ids in ids_per_frame:
+        ids.update(int(i) for i in frame_ids)
+    return list(ids)
+
+
 def collate(samples: Sequence[ClipSample], size_divisor: int = 32) -> ClipBatch:
     """Batch clips: pad to the largest ``H' x W'`` rounded up to ``size_divisor``, boxes rescaled to it."""
     height = max(s.images.shape[-2] for s in samples)
@@ -255,7 +274,9 @@ class ClipDataset(Dataset[ClipSample]):
         """Read, build the tubes (spec §4.3), augment and keep the objects with a box left."""
         video = self.videos[video_index]
         frames = [self._frame(video_index, f, cache) for f in frame_ids]
-        tracks = [tr for tr in self._tracks[video_index] if any(tr.has_valid_box(f) for f in frame_ids)]
+        by_id = {tr.id: tr for tr in self._tracks[video_index]}
+        present = [[tr.id for tr in by_id.values() if tr.has_valid_box(f)] for f in frame_ids]
+        tracks = [by_id[i] for i in reference_object_order(present)]
         n, t, h, w = len(tracks), len(frame_ids), video.height, video.width
         masks = np.zeros((n, t, h, w), np.uint8)
         boxes = np.zeros((n, t, 4), np.float32)
