@@ -23,7 +23,9 @@ from cico.errors import CicoError
 from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
 from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
-from cico.training.engine import Trainer, _amp_dtype, _cpu_has_fast_bf16
+from cico.commands.sharding import held_out_evaluator
+from cico.training.engine import train as run_training
+from cico.training.setup import amp_dtype, cpu_has_fast_bf16
 from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_dict, load_coco_init,
                                 load_imagenet_backbone, reference_init)
 from cico.training.losses import CiCoLoss
@@ -293,10 +295,10 @@ def test_weight_average_is_the_exponential_average_of_the_steps(synthetic: tuple
     train, val = synthetic
     cfg = make_config("tiny_yolact", overrides=SMALL_OVERRIDES + [
         "ema_decay=0.6", "ema_warmup_power=0", "checkpoint_every=1", "keep_checkpoints=10", "num_workers=0",
-        "batch_size=2", "eval_every=0"],
+        "batch_size=2", "eval_every=4"],
         train_ann=str(train), train_frames=str(train.parent / "JPEGImages"), val_ann=str(val),
         val_frames=str(val.parent / "JPEGImages"), out=str(tmp_path / "run"), iters=4)
-    final = Trainer(cfg).run()
+    final = run_training(cfg, evaluate=held_out_evaluator())
     steps = [load_checkpoint(path) for _, path in list_checkpoints(tmp_path / "run")]
     expected = {k: v.clone() for k, v in steps[0]["model"].items()}
     for step in steps[1:]:
@@ -321,7 +323,7 @@ def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Pat
                       train_ann=str(train), train_frames=str(train.parent / "JPEGImages"), out=str(tmp_path / "run"),
                       iters=30)
     with pytest.raises(CicoError, match=r"iteration (\d+): loss term '\w+' is (nan|inf|-inf)") as err:
-        Trainer(cfg).run()
+        run_training(cfg)
     iteration = int(str(err.value).split("iteration ")[1].split(":")[0])
     last = latest_checkpoint(tmp_path / "run")
     assert last is not None and last.name == f"iter_{iteration - 1:08d}.pt"
@@ -332,13 +334,13 @@ def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Pat
 def test_mixed_precision_choice_on_cpu() -> None:
     """``auto`` uses bf16 only on a CPU that computes it natively; fp16 and unknown names are user errors."""
     cpu = torch.device("cpu")
-    native = _cpu_has_fast_bf16()
-    assert _amp_dtype(TrainConfig(amp="auto"), cpu) == (torch.bfloat16 if native else None)
-    assert _amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16
-    assert _amp_dtype(TrainConfig(amp="none"), cpu) is None
+    native = cpu_has_fast_bf16()
+    assert amp_dtype(TrainConfig(amp="auto"), cpu) == (torch.bfloat16 if native else None)
+    assert amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16
+    assert amp_dtype(TrainConfig(amp="none"), cpu) is None
     for bad, message in (("fp16", "needs a GPU"), ("half", "expected auto")):
         with pytest.raises(CicoError, match=message):
-            _amp_dtype(TrainConfig(amp=bad), cpu)
+            amp_dtype(TrainConfig(amp=bad), cpu)
 
 
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
