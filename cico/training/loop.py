@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -176,7 +175,7 @@ def train_step(ctx: LoopContext, state: TrainState, micro: list[tuple[ClipBatch,
     values, (stops, failed, loaded) = shared[:len(names)], shared[len(names):].tolist()
     iteration = state.iteration + 1
     for line in failures:
-        print(f"iteration {iteration}: a clip failed to load and was replaced: {line}", file=sys.stderr, flush=True)
+        ctx.logger.write(f"iteration {iteration}: a clip failed to load and was replaced: {line}", error=True)
     if not bool(torch.isfinite(values).all()):
         name, value = next((n, v) for n, v in zip(names, values.tolist()) if not math.isfinite(v))
         last_good = latest_checkpoint(ctx.run_dir)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,13 @@ class RunLogger:
                                  refresh=False)
             self.bar.update(1)
 
-    def write(self, text: str) -> None:
-        """A line of text that does not break the progress bar."""
+    def write(self, text: str, error: bool = False) -> None:
+        """A line of text (to stderr with ``error``) that does not break the progress bar; on the processes
+        without a bar, ``error`` lines are printed and the others dropped."""
         if self.bar is not None:
-            self.bar.write(text)
+            self.bar.write(text, file=sys.stderr if error else None)
+        elif error:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
