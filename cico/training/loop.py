@@ -213,10 +213,16 @@ def _evaluate(ctx: LoopContext, state: TrainState) -> None:
     iteration = state.iteration
     request = EvalRequest(ctx.val, Path(ctx.cfg.val_frames), ctx.cfg.eval_overlap,
                           ctx.run_dir / "eval" / f"iter_{iteration:08d}")
+    model = state.result_model
+    if ctx.env.world_size > 1:
+        # Batch-norm statistics are buffers that each process updated with its own clips (DDP sends rank 0's
+        # at the next forward): every process evaluates rank 0's, the weights that are saved.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     rng = capture_rng()
     started = time.perf_counter()
     with torch.no_grad():
-        stats = ctx.evaluate(state.result_model, request)
+        stats = ctx.evaluate(model, request)
     restore_rng(rng)
     if ctx.env.is_main and stats is not None:
         entry = {"iteration": iteration, "eval": stats, "held_out": ctx.held_out,
