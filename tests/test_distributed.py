@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from cico.commands.sharding import share
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
 from cico.model.checkpoint import load_model
@@ -115,6 +117,15 @@ def test_cico_train_under_torchrun(synthetic: Path, tmp_path: Path) -> None:
     assert json.loads(printed.strip().splitlines()[-1]) == lines[-1]["eval"] == json.loads(
         (periodic / "stats.json").read_text())
     assert load_model(out / "final.pt").config.num_classes == 3
+
+
+def test_shares_are_contiguous_cover_every_video_and_balance_frames() -> None:
+    videos = [SimpleNamespace(length=n) for n in (30, 5, 5, 5, 5, 30, 10, 10)]
+    for world in (1, 2, 3, 5, 8, 11):
+        shares = [share(videos, r, world) for r in range(world)]
+        assert [v for part in shares for v in part] == videos  # in order, each video once
+    halves = [sum(v.length for v in share(videos, r, 2)) for r in range(2)]
+    assert halves == [50, 50]
 
 
 def _run(args: list[str], torchrun: bool = False) -> subprocess.Popen:

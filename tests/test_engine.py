@@ -17,20 +17,26 @@ import torch
 import torchvision
 
 from cico.cli import main
+from cico.commands.sharding import held_out_evaluator
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
 from cico.errors import CicoError
 from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
 from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
-from cico.commands.sharding import held_out_evaluator
 from cico.training.engine import train as run_training
-from cico.training.setup import amp_dtype, cpu_has_fast_bf16
-from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_dict, load_coco_init,
-                                load_imagenet_backbone, reference_init)
+from cico.training.init import (
+    InflationConfig,
+    _swin_to_cico,
+    inflate_state_dict,
+    load_coco_init,
+    load_imagenet_backbone,
+    reference_init,
+)
 from cico.training.losses import CiCoLoss
 from cico.training.sampler import RunOrder, epoch_permutation
 from cico.training.schedule import ScheduleConfig, WarmupDecayLR
+from cico.training.setup import amp_dtype, cpu_has_fast_bf16
 from cico.training.state import capture_rng, latest_checkpoint, list_checkpoints, prune_checkpoints, restore_rng
 
 # a very small network for CPU tests: 64x96 inputs, 16-wide FPN and heads, one-layer towers
@@ -99,6 +105,20 @@ def test_data_order_is_split_over_processes_and_resumable() -> None:
     assert [i for _, i in one[:4 * per_epoch]] == epoch_permutation(size, 7, 0)[:4 * per_epoch].tolist()
     assert list(RunOrder(size, 4, seed=7, start=7, stop=12)) == one[7 * 4:]  # resuming mid-epoch
     assert list(RunOrder(size, 4, seed=8, start=0, stop=1)) != one[:4]
+
+
+def test_accumulated_micro_batches_are_the_clips_of_the_processes_they_stand_for() -> None:
+    """2 processes x 2 micro-batches: micro-batch k of process r is process 2r+k's slice of a 4-process run."""
+    size, batch = 41, 2
+    virtual = [list(RunOrder(size, batch, seed=5, start=0, stop=9, rank=r, world_size=4)) for r in range(4)]
+    for rank in range(2):
+        items = list(RunOrder(size, batch, seed=5, start=0, stop=9, rank=rank, world_size=2, accumulate=2))
+        for it in range(9):
+            step = items[it * 2 * batch:(it + 1) * 2 * batch]
+            assert step[:batch] == virtual[2 * rank][it * batch:(it + 1) * batch]
+            assert step[batch:] == virtual[2 * rank + 1][it * batch:(it + 1) * batch]
+    order = RunOrder(size, batch, seed=5, start=3, stop=9, accumulate=2)
+    assert order.per_epoch == 41 // 4 and len(order) == 6 * 2 * batch
 
 
 def test_overrides_and_round_trip() -> None:

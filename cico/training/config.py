@@ -57,7 +57,8 @@ class TrainConfig:
 
     Attributes:
         preset: the network preset; ``model`` holds :class:`ModelConfig` overrides (the number of
-            classes and their names always come from the training annotations).
+            classes and their names always come from the training annotations); ``frozen_bn`` may be
+            ``"auto"``: frozen backbone batch norm below 4 clips per process, as the reference.
         recipe: the recipe these values started from (informational).
         train_ann, train_frames: the training annotations and the folder their ``file_names`` are
             relative to. ``val_ann``/``val_frames``: the held-out split for the periodic evaluation

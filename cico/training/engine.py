@@ -31,13 +31,13 @@ from ..errors import CicoError
 from ..model.checkpoint import save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .distributed import Distributed, process_group
-from .losses import CiCoLoss
 from .loop import Evaluator, LoopContext, run_loop
+from .losses import CiCoLoss
 from .preemption import StopRequest
 from .run_log import RunLogger, write_json
 from .sampler import iterations_per_epoch
 from .schedule import WarmupDecayLR, scaled_lr
-from .setup import (amp_dtype, build_model, build_optimizer, device_for, frozen_bn, load_data, seed_process)
+from .setup import amp_dtype, build_model, build_optimizer, device_for, frozen_bn, load_data, seed_process
 from .state import TrainState, latest_checkpoint, load_training_state, restore_state
 
 __all__ = ["train", "resume_point"]

@@ -53,7 +53,7 @@ class RunLogger:
 
     def record(self, entry: dict[str, Any], scalars: dict[str, float]) -> None:
         """Append ``entry`` to ``metrics.jsonl`` and ``scalars`` to TensorBoard at ``entry["iteration"]``."""
-        if not self.active:
+        if self.writer is None:
             return
         with self.metrics.open("a") as f:
             f.write(json.dumps(entry) + "\n")

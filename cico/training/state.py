@@ -35,8 +35,8 @@ from .config import TrainConfig, config_to_dict
 from .distributed import Distributed
 from .schedule import WarmupDecayLR
 
-__all__ = ["TrainState", "save_state", "restore_state", "capture_rng", "restore_rng", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
-           "prune_checkpoints", "load_training_state"]
+__all__ = ["TrainState", "save_state", "restore_state", "capture_rng", "restore_rng", "checkpoint_path",
+           "list_checkpoints", "latest_checkpoint", "prune_checkpoints", "load_training_state"]
 
 _NAME = re.compile(r"^iter_(\d{8})\.pt$")
 CHECKPOINT_DIR = "checkpoints"
