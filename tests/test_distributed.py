@@ -86,6 +86,7 @@ def test_two_gloo_processes_average_the_per_process_gradients(synthetic: Path, t
     assert not torch.allclose(grads[0]["head.conf_layer.weight"], grads[1]["head.conf_layer.weight"])
 
 
+@pytest.mark.slow
 def test_cico_train_under_torchrun(synthetic: Path, tmp_path: Path) -> None:
     """Two processes train; the periodic evaluation shares the held-out videos out and scores what one
     process scores."""
@@ -135,6 +136,7 @@ def _run(args: list[str], torchrun: bool = False) -> subprocess.Popen:
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_accumulate_2_in_one_process_equals_two_gloo_processes(synthetic: Path, tmp_path: Path) -> None:
     """Micro-batch k of the one process holds rank k's clips, each normalised on its own: the same steps."""
     def args(out: str, accumulate: int) -> list[str]:
@@ -163,14 +165,18 @@ def test_accumulate_2_in_one_process_equals_two_gloo_processes(synthetic: Path, 
     assert first["train"]["data"]["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_sharded_eval_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     data = make_synthetic(tmp_path / "data", 3, 5, (64, 96), seed=11, classes=3, max_objects=2, workers=1)
     args = ["eval", "--weights", str(DEMO_WEIGHTS), "--ann", str(data), "--frames", str(data.parent / "JPEGImages"),
             "--json", "--quiet"]
     sharded = _run([*args, "--out", str(tmp_path / "two")], torchrun=True)
     single = _run([*args, "--out", str(tmp_path / "one")])
+    predicted = _run(["predict", "--weights", str(DEMO_WEIGHTS), "--ann", str(data), "--frames",
+                      str(data.parent / "JPEGImages"), "--out", str(tmp_path / "predict"), "--save-masks", "--quiet"],
+                     torchrun=True)
     outputs = []
-    for proc in (sharded, single):
+    for proc in (sharded, single, predicted):
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
         outputs.append(out)
@@ -178,7 +184,11 @@ def test_sharded_eval_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     assert one == two and len(json.loads(one)) > 0
     with zipfile.ZipFile(tmp_path / "two" / "submission.zip") as archive:
         assert archive.read("results.json") == one
-    numbers = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    numbers = [json.loads(out.strip().splitlines()[-1]) for out in outputs[:2]]
     assert numbers[0] == numbers[1] and len(numbers[0]) == 12
     assert outputs[0].count("wrote ") == 1  # only the main process writes and reports
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["results.json", "submission.zip"]
+    # cico predict on a dataset split: the same results.json, every video's masks, no share folder left
+    assert (tmp_path / "predict" / "results.json").read_bytes() == one
+    assert sorted(p.name for p in (tmp_path / "predict").iterdir()) == ["masks", "results.json"]
+    assert len(list((tmp_path / "predict" / "masks").iterdir())) == 3
