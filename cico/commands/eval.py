@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
 from .predict import add_inference_arguments, build_predictor, dataset_source
+
+if TYPE_CHECKING:
+    from ..training.distributed import Distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, env)
 
 
-def _run(args: argparse.Namespace, env) -> int:
+def _run(args: argparse.Namespace, env: Distributed) -> int:
     from ..outputs.codalab import write_submission
     from .sharding import predict_sharded
 

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
     if (args.source is None) == (not uses_dataset):
-        raise CicoError("give either a SOURCE or a dataset (--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
+        raise CicoError("give either a SOURCE or a dataset "
+                        "(--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
     if uses_dataset:
         return _run_dataset(args)
     videos: Sequence = open_source(args.source, fps=args.fps)

@@ -117,7 +117,7 @@ def run_loop(ctx: LoopContext, state: TrainState, dataset: ClipDataset, stop: St
     window = LossWindow()
     state.model.train()
     for micro in _steps(_loader(ctx, dataset, state.iteration), cfg.accumulate):
-        stopping = train_step(ctx, state, micro, window, stop.requested)
+        stopping = train_step(ctx, state, micro, window, stop)
         iteration = state.iteration
         if iteration % cfg.log_every == 0 or iteration == ctx.total:
             _log(ctx, state, window)
@@ -136,8 +136,9 @@ def run_loop(ctx: LoopContext, state: TrainState, dataset: ClipDataset, stop: St
 
 
 def train_step(ctx: LoopContext, state: TrainState, micro: list[tuple[ClipBatch, list[str]]], window: LossWindow,
-               stop_requested: bool = False) -> bool:
-    """One optimiser step over ``accumulate`` micro-batches; returns whether any process asked to stop.
+               stop: StopRequest | None = None) -> bool:
+    """One optimiser step over ``accumulate`` micro-batches; returns whether any process was asked to stop
+    (by the time its backward passes were done).
 
     Raises:
         CicoError: a loss term is not finite (on every process; the weights are left unchanged).
@@ -166,7 +167,8 @@ def train_step(ctx: LoopContext, state: TrainState, micro: list[tuple[ClipBatch,
         values = torch.stack([v.detach().float() for v in losses.values()])
         sums = values if sums is None else sums + values
     assert sums is not None
-    shared = torch.cat([sums.cpu() / len(micro), torch.tensor([float(stop_requested), len(failures), loads])])
+    requested = stop is not None and stop.requested
+    shared = torch.cat([sums.cpu() / len(micro), torch.tensor([float(requested), len(failures), loads])])
     if env.world_size > 1:
         shared = shared.to(ctx.device)
         dist.all_reduce(shared)
