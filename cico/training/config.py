@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.transforms import FlipMode
 from ..errors import CicoError
 from .init import InflationConfig
 from .losses import LossConfig
@@ -44,7 +45,7 @@ class DataOptions:
         min_size, max_size: training resize; 0 takes the model's test size (the reference uses the same).
     """
 
-    flip: str = "vertical"
+    flip: FlipMode = "vertical"
     flip_prob: float = 0.5
     expand_prob: float = 0.5
     min_size: int = 0
