@@ -57,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from cico.commands.sharding import held_out_evaluator
     from cico.training.config import make_config
     from cico.training.engine import train
 
@@ -81,7 +82,7 @@ def main() -> None:
         values["eval_every"] = args.eval_every
     cfg = make_config(args.preset, "tiny", list(args.overrides), **values)
     started = time.perf_counter()
-    final = train(cfg)
+    final = train(cfg, evaluate=held_out_evaluator())
     wall = time.perf_counter() - started
 
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -17,18 +17,26 @@ import torch
 import torchvision
 
 from cico.cli import main
+from cico.commands.sharding import held_out_evaluator
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
 from cico.errors import CicoError
 from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
 from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
-from cico.training.engine import Trainer, _amp_dtype, _cpu_has_fast_bf16
-from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_dict, load_coco_init,
-                                load_imagenet_backbone, reference_init)
+from cico.training.engine import train as run_training
+from cico.training.init import (
+    InflationConfig,
+    _swin_to_cico,
+    inflate_state_dict,
+    load_coco_init,
+    load_imagenet_backbone,
+    reference_init,
+)
 from cico.training.losses import CiCoLoss
 from cico.training.sampler import RunOrder, epoch_permutation
 from cico.training.schedule import ScheduleConfig, WarmupDecayLR
+from cico.training.setup import amp_dtype, cpu_has_fast_bf16
 from cico.training.state import capture_rng, latest_checkpoint, list_checkpoints, prune_checkpoints, restore_rng
 
 # a very small network for CPU tests: 64x96 inputs, 16-wide FPN and heads, one-layer towers
@@ -97,6 +105,20 @@ def test_data_order_is_split_over_processes_and_resumable() -> None:
     assert [i for _, i in one[:4 * per_epoch]] == epoch_permutation(size, 7, 0)[:4 * per_epoch].tolist()
     assert list(RunOrder(size, 4, seed=7, start=7, stop=12)) == one[7 * 4:]  # resuming mid-epoch
     assert list(RunOrder(size, 4, seed=8, start=0, stop=1)) != one[:4]
+
+
+def test_accumulated_micro_batches_are_the_clips_of_the_processes_they_stand_for() -> None:
+    """2 processes x 2 micro-batches: micro-batch k of process r is process 2r+k's slice of a 4-process run."""
+    size, batch = 41, 2
+    virtual = [list(RunOrder(size, batch, seed=5, start=0, stop=9, rank=r, world_size=4)) for r in range(4)]
+    for rank in range(2):
+        items = list(RunOrder(size, batch, seed=5, start=0, stop=9, rank=rank, world_size=2, accumulate=2))
+        for it in range(9):
+            step = items[it * 2 * batch:(it + 1) * 2 * batch]
+            assert step[:batch] == virtual[2 * rank][it * batch:(it + 1) * batch]
+            assert step[batch:] == virtual[2 * rank + 1][it * batch:(it + 1) * batch]
+    order = RunOrder(size, batch, seed=5, start=3, stop=9, accumulate=2)
+    assert order.per_epoch == 41 // 4 and len(order) == 6 * 2 * batch
 
 
 def test_overrides_and_round_trip() -> None:
@@ -293,10 +315,10 @@ def test_weight_average_is_the_exponential_average_of_the_steps(synthetic: tuple
     train, val = synthetic
     cfg = make_config("tiny_yolact", overrides=SMALL_OVERRIDES + [
         "ema_decay=0.6", "ema_warmup_power=0", "checkpoint_every=1", "keep_checkpoints=10", "num_workers=0",
-        "batch_size=2", "eval_every=0"],
+        "batch_size=2", "eval_every=4"],
         train_ann=str(train), train_frames=str(train.parent / "JPEGImages"), val_ann=str(val),
         val_frames=str(val.parent / "JPEGImages"), out=str(tmp_path / "run"), iters=4)
-    final = Trainer(cfg).run()
+    final = run_training(cfg, evaluate=held_out_evaluator())
     steps = [load_checkpoint(path) for _, path in list_checkpoints(tmp_path / "run")]
     expected = {k: v.clone() for k, v in steps[0]["model"].items()}
     for step in steps[1:]:
@@ -321,7 +343,7 @@ def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Pat
                       train_ann=str(train), train_frames=str(train.parent / "JPEGImages"), out=str(tmp_path / "run"),
                       iters=30)
     with pytest.raises(CicoError, match=r"iteration (\d+): loss term '\w+' is (nan|inf|-inf)") as err:
-        Trainer(cfg).run()
+        run_training(cfg)
     iteration = int(str(err.value).split("iteration ")[1].split(":")[0])
     last = latest_checkpoint(tmp_path / "run")
     assert last is not None and last.name == f"iter_{iteration - 1:08d}.pt"
@@ -332,13 +354,13 @@ def test_nan_loss_stops_naming_the_iteration_and_term(synthetic: tuple[Path, Pat
 def test_mixed_precision_choice_on_cpu() -> None:
     """``auto`` uses bf16 only on a CPU that computes it natively; fp16 and unknown names are user errors."""
     cpu = torch.device("cpu")
-    native = _cpu_has_fast_bf16()
-    assert _amp_dtype(TrainConfig(amp="auto"), cpu) == (torch.bfloat16 if native else None)
-    assert _amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16
-    assert _amp_dtype(TrainConfig(amp="none"), cpu) is None
+    native = cpu_has_fast_bf16()
+    assert amp_dtype(TrainConfig(amp="auto"), cpu) == (torch.bfloat16 if native else None)
+    assert amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16
+    assert amp_dtype(TrainConfig(amp="none"), cpu) is None
     for bad, message in (("fp16", "needs a GPU"), ("half", "expected auto")):
         with pytest.raises(CicoError, match=message):
-            _amp_dtype(TrainConfig(amp=bad), cpu)
+            amp_dtype(TrainConfig(amp=bad), cpu)
 
 
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

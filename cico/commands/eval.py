@@ -1,5 +1,9 @@
 """``cico eval``: predict a whole dataset split, write results.json and the CodaLab zip, and score it.
 
+Under ``torchrun --nproc_per_node=N -m cico eval ...`` the split's videos are shared out over the
+processes (gloo on CPU, nccl on GPUs, each process on its own GPU with ``--device cuda``) and the main
+process writes the one results.json, zip and report, identical to one process's.
+
 The metric (the official YouTube-VIS video mask AP/AR, :mod:`cico.evaluation`) runs when the split has
 ground truth; the standard ``valid``/``test`` splits have none and are scored by the CodaLab servers from
 the zip.
@@ -8,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
 from .predict import add_inference_arguments, build_predictor, dataset_source
+
+if TYPE_CHECKING:
+    from ..training.distributed import Distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +33,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.video import predict_to_dir
+    import torch
+
+    from ..training.distributed import Distributed, process_group
+    from .sharding import process_device
+
+    env = Distributed.from_env()
+    args.device = process_device(args.device, env)
+    with process_group(env, torch.device(args.device)):
+        return _run(args, env)
+
+
+def _run(args: argparse.Namespace, env: Distributed) -> int:
     from ..outputs.codalab import write_submission
+    from .sharding import predict_sharded
 
     predictor = build_predictor(args)
     videos, category_ids, annotations, paths = dataset_source(args, predictor.config.num_classes)
     out = args.out or Path(f"eval_{paths.dataset}_{paths.split}" if paths.dataset else f"eval_{paths.ann_file.stem}")
-    summary = predict_to_dir(predictor, videos, out, category_ids=category_ids, progress=not args.quiet)
+    summary = predict_sharded(predictor, videos, out, env, category_ids=category_ids, progress=not args.quiet)
+    if summary is None:  # another process writes and scores
+        return 0
     zip_path = write_submission(summary.results, out / "submission.zip")
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     print(f"wrote {summary.results} and {zip_path}: {summary.tracks} tracks in {summary.videos} videos, "

@@ -103,19 +103,41 @@ def run(args: argparse.Namespace) -> int:
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
     if (args.source is None) == (not uses_dataset):
-        raise CicoError("give either a SOURCE or a dataset (--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
+        raise CicoError("give either a SOURCE or a dataset "
+                        "(--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
     if uses_dataset:
-        predictor = build_predictor(args)
-        videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)
-    else:
-        videos: Sequence = open_source(args.source, fps=args.fps)
-        predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
-        category_ids = None
-    summary = predict_to_dir(predictor, videos, args.out, category_ids=category_ids, render=args.render,
+        return _run_dataset(args)
+    videos: Sequence = open_source(args.source, fps=args.fps)
+    predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
+    summary = predict_to_dir(predictor, videos, args.out, render=args.render,
                              save_masks=args.save_masks, dump_tracker=args.dump_tracker, progress=not args.quiet)
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     print(f"wrote {summary.results}: {summary.tracks} tracks in {summary.videos} video(s), "
           f"{summary.frames} frames, {rate:.2f} frames/s", file=sys.stdout)
+    return 0
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    """A dataset split, its videos shared out over the processes under ``torchrun`` (one results.json)."""
+    import torch
+
+    from ..training.distributed import Distributed, process_group
+    from .sharding import predict_sharded, process_device
+
+    env = Distributed.from_env()
+    args.device = process_device(args.device, env)
+    if not _valid_device(args.device):
+        raise CicoError(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
+    with process_group(env, torch.device(args.device)):
+        predictor = build_predictor(args)
+        videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)
+        summary = predict_sharded(predictor, videos, args.out, env, category_ids=category_ids, render=args.render,
+                                  save_masks=args.save_masks, dump_tracker=args.dump_tracker,
+                                  progress=not args.quiet)
+    if summary is not None:
+        rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+        print(f"wrote {summary.results}: {summary.tracks} tracks in {summary.videos} video(s), "
+              f"{summary.frames} frames, {rate:.2f} frames/s", file=sys.stdout)
     return 0
 
 

@@ -4,13 +4,18 @@ Examples::
 
     cico train --preset tiny_yolact --ann data/instances.json --frames data/JPEGImages --out runs/tiny
     torchrun --nproc_per_node=4 -m cico train --preset cico_yolact_r50_yt19 --dataset ytvis2019 \\
-        --data-root datasets --init weights/resnet50_coco_yolact.pth --out runs/r50
+        --data-root datasets --split train_sub --init weights/resnet50_coco_yolact.pth --out runs/r50
     cico train --out runs/r50 --resume
+    cico train --out runs/r50 --resume runs/r50/checkpoints/iter_00005000.pt
+
+SIGTERM or SIGINT stops a run after its current step with a checkpoint of that step, and the exit code
+75; ``--resume`` continues it.
     cico train --preset tiny_condinst --ann a.json --frames f --out runs/x lr=0.005 model.min_size=160
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..data.catalogue import add_dataset_arguments, resolve_dataset
@@ -32,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help="train for N iterations")
     length.add_argument("--epochs", type=int, help="train for E epochs (passes over the training clips)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in RUN_DIR from its newest checkpoint (its settings are kept; "
-                             "--iters/--epochs may extend it)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FILE",
+                        help="continue the run in RUN_DIR from its newest checkpoint, or from checkpoint FILE "
+                             "(its settings are kept; --iters/--epochs may extend it)")
     add_dataset_arguments(parser)
     parser.add_argument("--val-ann", type=Path, metavar="FILE",
                         help="held-out annotations for the periodic evaluation (default with --dataset: "
-                             "its valid_sub split when present, see 'cico split')")
+                             "its valid_sub split when present, see 'cico split'; with --split train its "
+                             "videos are training videos, which the run reports)")
     parser.add_argument("--val-frames", type=Path, metavar="DIR", help="frames of --val-ann (default: --frames)")
     parser.add_argument("--init", type=Path, metavar="FILE",
                         help="initial weights: a reference frame-level COCO checkpoint (2D->3D inflation) or "
@@ -53,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_values(args: argparse.Namespace) -> dict[str, str]:
-    train = resolve_dataset(args, split="train" if args.dataset else None)
+    train = resolve_dataset(args)
     values = {"train_ann": str(train.ann_file), "train_frames": str(train.frames_dir)}
     if args.val_ann is not None:
         frames = args.val_frames or args.frames or train.frames_dir
@@ -72,31 +78,44 @@ def _data_values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.preemption import INTERRUPTED_EXIT, TrainingInterrupted
+
+    try:
+        final = _train(args)
+    except TrainingInterrupted as stopped:
+        print(f"cico train: {stopped}", file=sys.stderr, flush=True)
+        return INTERRUPTED_EXIT
+    print(f"wrote {final}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> Path:
+    """Start or resume the run; the periodic evaluation shares the held-out videos out over the processes."""
     from ..training.config import TrainConfig, make_config
     from ..training.engine import train
+    from .sharding import held_out_evaluator
 
+    evaluate = held_out_evaluator()
     if args.resume:
         if args.overrides:
             raise CicoError("--resume keeps the run's settings; KEY=VALUE overrides are not allowed with it")
-        final = train(TrainConfig(out=str(args.out)), resume=True, iters=args.iters, epochs=args.epochs)
-    else:
-        if not args.preset:
-            raise CicoError("--preset NAME is needed to start a run (e.g. tiny_yolact, cico_yolact_r50_yt19)")
-        values: dict[str, object] = {"out": str(args.out), **_data_values(args)}
-        if args.iters is not None:
-            values.update(iters=args.iters)
-        if args.epochs is not None:
-            values.update(iters=0, epochs=args.epochs)
-        for key in ("seed", "device"):
-            if getattr(args, key) is not None:
-                values[key] = getattr(args, key)
-        if args.deterministic:
-            values["deterministic"] = True
-        if args.init is not None:
-            values["init"] = str(args.init)
-        if args.backbone_weights is not None:
-            values["backbone_weights"] = str(args.backbone_weights)
-        cfg = make_config(args.preset, args.recipe, list(args.overrides), **values)
-        final = train(cfg)
-    print(f"wrote {final}")
-    return 0
+        return train(TrainConfig(out=str(args.out)), resume=args.resume, iters=args.iters, epochs=args.epochs,
+                     evaluate=evaluate)
+    if not args.preset:
+        raise CicoError("--preset NAME is needed to start a run (e.g. tiny_yolact, cico_yolact_r50_yt19)")
+    values: dict[str, object] = {"out": str(args.out), **_data_values(args)}
+    if args.iters is not None:
+        values.update(iters=args.iters)
+    if args.epochs is not None:
+        values.update(iters=0, epochs=args.epochs)
+    for key in ("seed", "device"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.deterministic:
+        values["deterministic"] = True
+    if args.init is not None:
+        values["init"] = str(args.init)
+    if args.backbone_weights is not None:
+        values["backbone_weights"] = str(args.backbone_weights)
+    cfg = make_config(args.preset, args.recipe, list(args.overrides), **values)
+    return train(cfg, evaluate=evaluate)

@@ -5,7 +5,9 @@ Recipes (``--recipe``; ``auto`` picks ``tiny`` for the ``tiny_*`` presets, else 
 * ``reference``: the published recipe (spec §3.5): 6 clips of 3 frames per GPU (the README trains on
   4 GPUs, 24 clips per iteration), SGD lr 1e-3, momentum 0.9, weight decay 1e-4 on every parameter,
   500-iteration linear warm-up from 1e-4, ×0.1 at epoch 9 of 12, the reference's ★ vertical flip and
-  Xavier initialisation, no gradient clipping, a checkpoint and an evaluation every 2500 iterations.
+  Xavier initialisation, no gradient clipping, a checkpoint and an evaluation every 2500 iterations, and
+  ``model.frozen_bn=auto``: the backbone's batch norms are frozen below 4 clips per process, as the
+  reference's ``freeze_bn``.
   The reference does not scale the learning rate with the number of GPUs; ``scale_lr=true`` applies
   the linear rule ``lr · (clips per iteration) / 24`` (e.g. 2.5e-4 on one GPU with 6 clips).
 * ``tiny``: the CPU recipe of the ``tiny_*`` presets (the shipped demo model), see :data:`RECIPES`.
@@ -23,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.transforms import FlipMode
 from ..errors import CicoError
 from .init import InflationConfig
 from .losses import LossConfig
@@ -42,7 +45,7 @@ class DataOptions:
         min_size, max_size: training resize; 0 takes the model's test size (the reference uses the same).
     """
 
-    flip: str = "vertical"
+    flip: FlipMode = "vertical"
     flip_prob: float = 0.5
     expand_prob: float = 0.5
     min_size: int = 0
@@ -55,18 +58,23 @@ class TrainConfig:
 
     Attributes:
         preset: the network preset; ``model`` holds :class:`ModelConfig` overrides (the number of
-            classes and their names always come from the training annotations).
+            classes and their names always come from the training annotations); ``frozen_bn`` may be
+            ``"auto"``: frozen backbone batch norm below 4 clips per process, as the reference.
         recipe: the recipe these values started from (informational).
         train_ann, train_frames: the training annotations and the folder their ``file_names`` are
             relative to. ``val_ann``/``val_frames``: the held-out split for the periodic evaluation
             (empty: no evaluation).
         out: the run folder.
         iters: iterations of the run; 0 means ``epochs`` full passes (``⌊clips / batch⌋`` iterations each).
-        batch_size: clips per process per iteration.
+        batch_size: clips per process per micro-batch (one network forward).
+        accumulate: micro-batches per optimiser step. Micro-batch ``k`` of process ``r`` holds the clips
+            that process ``r·accumulate + k`` of a run with ``accumulate`` times more processes would get,
+            each micro-batch's loss is normalised on its own and the gradients are averaged: the same
+            step as that larger DistributedDataParallel run.
         optimizer: ``sgd`` (the reference) or ``adamw``.
         lr, momentum, weight_decay: the optimiser's settings; SGD (and AdamW) update every parameter in
             one group, weight decay included, as the reference does.
-        scale_lr: multiply ``lr`` by ``batch_size · processes / reference_batch``.
+        scale_lr: multiply ``lr`` by ``batch_size · accumulate · processes / reference_batch``.
         amp: mixed precision of the network forward (losses are always float32): ``auto`` (bf16 on a GPU
             that has it, else fp16 with a grad scaler; on CPU bf16 where it is native, AMX or AVX512-BF16,
             else float32), ``none``, ``bf16`` or ``fp16`` (GPU only).
@@ -79,8 +87,9 @@ class TrainConfig:
         sync_bn: synchronise batch norm over the processes (GPU only).
         seed: seeds the data order, the augmentation and the per-process generators.
         deterministic: deterministic algorithms (a killed and resumed run then reaches the same weights).
-        checkpoint_every, keep_checkpoints: periodic checkpoints (and how many stay on disk).
-        eval_every: periodic evaluation on the held-out split (0: only at the end).
+        checkpoint_every, keep_checkpoints: periodic checkpoints, and how many stay on disk (0: all, as the
+            reference).
+        eval_every: periodic evaluation on the held-out split, also at the end of the run (0: none).
         eval_overlap: frames shared by consecutive clips at evaluation (the reference uses 1).
         log_every: iterations per metrics line.
         num_workers: DataLoader worker processes per training process.
@@ -101,6 +110,7 @@ class TrainConfig:
     iters: int = 0
     epochs: int = 12
     batch_size: int = 6
+    accumulate: int = 1
     optimizer: str = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -131,7 +141,7 @@ class TrainConfig:
 
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "reference": {},
+    "reference": {"model": {"frozen_bn": "auto"}},
     # The tiny presets on a 2-core CPU, from scratch: 128x224 inputs (the model's test size too), a
     # 32-wide FPN and prototype net, 4 clips per iteration, AdamW with a short warm-up, the decay at 80 %
     # of the run, an EMA of the weights (0.999), the class loss at twice the reference weight (shape
