@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
-from .predict import add_inference_arguments, build_predictor, dataset_source
+from .predict import WEIGHTS_HELP, add_inference_arguments, build_predictor, dataset_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, type=Path, metavar="W", help="a cico checkpoint")
+    parser.add_argument("--weights", required=True, type=Path, metavar="W", help=WEIGHTS_HELP)
     parser.add_argument("--out", type=Path, metavar="DIR", default=None,
                         help="output folder (default: eval_<dataset>_<split>, or eval_<annotation file name>)")
     add_inference_arguments(parser)
