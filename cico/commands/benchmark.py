@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise CicoError("--repeats and --frames must be at least 1, --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device, _ = resolve_device(args.device)  # the JSON line names it
     if args.weights is not None:
         model = load_model(args.weights, device)
         name = str(args.weights)

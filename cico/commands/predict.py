@@ -63,7 +63,8 @@ def build_predictor(args: argparse.Namespace, live: bool = False):
     from ..inference.video import VideoPredictor
     from ..model.checkpoint import load_model
 
-    device = resolve_device(args.device)
+    device, line = resolve_device(args.device)
+    print(line, flush=True)
     model = load_model(args.weights, device)
     frames = model.config.clip_frames
     if args.clip_frames is not None and args.clip_frames != frames:
@@ -128,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device of a ``--device`` value (``auto``: CUDA when available, else the CPU), announced on stderr
-    as the command's first line."""
+def resolve_device(name: str) -> tuple[torch.device, str]:
+    """The device of a ``--device`` value (``auto``: CUDA when available, else the CPU), and the line that
+    announces it (each command prints it first)."""
     import torch
 
     if name == "auto":
@@ -144,5 +145,4 @@ def resolve_device(name: str) -> torch.device:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CicoError("--device cuda: CUDA is not available on this machine")
         how = "--device"
-    print(f"cico: device {device} ({how})", file=sys.stderr)
-    return device
+    return device, f"device: {device} ({how})"
