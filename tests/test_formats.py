@@ -368,7 +368,7 @@ def test_cvat_bad_mask_and_broken_xml(tmp_path: Path, capsys) -> None:
 
 def test_coco_images_become_one_frame_videos(tmp_path: Path, capsys) -> None:
     write_frames(tmp_path / "img", 2)
-    cat, dog = box(2, 12, 2, 12), box(6, 20, 6, 20)  # overlapping, different classes
+    cat = box(2, 12, 2, 12)  # the dog polygon below overlaps it
     uncompressed = {"size": [H, W], "counts": runs(box(20, 24, 0, 32).ravel(order="F"))}  # COCO: column-major
     data = {"images": [{"id": 5, "file_name": "img/00000.jpg", "height": H, "width": W},
                        {"id": 9, "file_name": "img/00001.jpg", "height": H, "width": W}],

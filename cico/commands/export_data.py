@@ -19,9 +19,9 @@ from typing import Any
 
 from ..data.annotations import Annotations, load_annotations, parse_annotations, read_json
 from ..data.formats import EXPORT_FORMATS
-from ..data.formats.base import (ExportObject, ExportVideo, image_size, parse_classes, video_name,
+from ..data.formats.base import (ExportObject, ExportVideo, image_size, parse_classes,
                                  videos_from_annotations, write_folder)
-from ..data.sources import frame_files
+from ..data.sources import dataset_videos, frame_files
 from ..errors import CicoError
 
 
@@ -50,8 +50,9 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
         ann: Annotations = load_annotations(args.ann)
         names = {c.id: c.name for c in ann.categories}
         frames_dir = args.frames
-        described = [(v.id, video_name(v), [Path(n).stem for n in v.file_names], v.height, v.width,
-                      [frames_dir / n for n in v.file_names] if frames_dir else None) for v in ann.videos]
+        described = [(v.id, source.name, [Path(n).stem for n in v.file_names], v.height, v.width,
+                      list(source.paths) if frames_dir else None)
+                     for v, source in zip(ann.videos, dataset_videos(ann, frames_dir or Path(".")))]
     else:
         ids = sorted({r.get("video_id") for r in results if isinstance(r, dict)}, key=str)
         first = {}

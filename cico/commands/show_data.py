@@ -127,8 +127,12 @@ def gt_frames(ann: Annotations, video_id: int, images: FrameFiles):
                 raise CicoError(f"track {t.id} frame {f}: mask size differs from the frame {images.paths[f]}",
                                 ann.path)
             masks[i] = mask.astype(bool)
-            x, y, w, h = t.bboxes[f] or [0, 0, 0, 0]
-            boxes[i] = (int(x), int(y), int(x + w), int(y + h))
+            if t.bboxes[f] is not None:
+                x, y, w, h = t.bboxes[f]
+                boxes[i] = (int(x), int(y), int(x + w), int(y + h))
+            else:
+                ys, xs = np.nonzero(mask)
+                boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
         yield FrameResult(f, image, np.array([t.id for t in present], np.int64),
                           np.array([ann.label_of(t.category_id) for t in present], np.int64),
                           np.ones(len(present), np.float32), np.array([int(t.iscrowd) for t in present], np.int64),

@@ -22,6 +22,7 @@ from pycocotools import mask as mask_utils
 from ...errors import CicoError
 from ..annotations import Annotations, Category, Track, Video
 from ..rle import RLE, to_rle
+from ..sources import dataset_videos
 
 DEFAULT_CATEGORY = "object"
 
@@ -190,23 +191,20 @@ class ExportVideo:
     frame_files: list[Path] | None = None
 
 
-def video_name(video: Video) -> str:
-    """The folder name of a video: its frames' folder (``JPEGImages/<name>/00000.jpg``), else its id."""
-    folder = Path(video.file_names[0]).parent.as_posix() if video.file_names else ""
-    return folder.replace("/", "_") if folder not in ("", ".") else str(video.extra.get("name", video.id))
-
-
 def videos_from_annotations(ann: Annotations, frames_dir: Path | None = None) -> list[ExportVideo]:
-    """The videos of an annotation file as :class:`ExportVideo` (frame files under ``frames_dir`` if given)."""
+    """The videos of an annotation file as :class:`ExportVideo`, named as ``cico predict`` names their outputs
+    (frame files under ``frames_dir`` if given)."""
     names = {c.id: c.name for c in ann.categories}
-    out = []
-    for video in ann.videos:
+    out: list[ExportVideo] = []
+    used: set[str] = set()
+    for video, source in zip(ann.videos, dataset_videos(ann, frames_dir or Path("."))):
+        name = source.name if source.name not in used | {"."} else f"{video.extra.get('name', 'video')}_{video.id}"
+        used.add(name)
         objects = [ExportObject(names[t.category_id], t.category_id,
                                 [ann.rle(t, f) for f in range(video.length)], t.iscrowd)
                    for t in ann.tracks_of(video.id)]
-        files = [frames_dir / n for n in video.file_names] if frames_dir is not None else None
-        out.append(ExportVideo(video_name(video), [Path(n).stem for n in video.file_names], video.height,
-                               video.width, objects, files))
+        out.append(ExportVideo(name, [Path(n).stem for n in video.file_names], video.height,
+                               video.width, objects, list(source.paths) if frames_dir is not None else None))
     return out
 
 
