@@ -46,6 +46,7 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
     """The videos of a results file, described by ``--ann``, ``--frames`` or the results alone."""
     from ..evaluation.loading import load_ground_truth, load_results
 
+    described: list[tuple[Any, str, list[str], int, int, list[Path] | None]]
     if args.ann is not None:
         ann: Annotations = load_annotations(args.ann)
         names = {c.id: c.name for c in ann.categories}
@@ -55,7 +56,7 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
                      for v, source in zip(ann.videos, dataset_videos(ann, frames_dir or Path(".")))]
     else:
         ids = sorted({r.get("video_id") for r in results if isinstance(r, dict)}, key=str)
-        first = {}
+        first: dict[Any, tuple[list[int], int]] = {}
         for r in results:
             for seg in r.get("segmentations") or [] if isinstance(r, dict) else []:
                 if isinstance(seg, dict) and "size" in seg:
@@ -71,7 +72,7 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
                                 args.input)
             height, width = image_size(files[0])
             described.append((ids[0] if ids else 1, args.frames.resolve().name, [f.stem for f in files], height,
-                              width, files))
+                              width, list(files)))
         else:
             for vid in ids:
                 if vid not in first:
@@ -87,8 +88,8 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
     if dropped:
         print(f"cico export-data: warning: {sum(dropped.values())} results of categories {sorted(dropped)} that "
               f"{args.ann} does not have were skipped", file=sys.stderr)
-    out = []
-    for vid, name, stems, height, width, files in described:
+    out: list[ExportVideo] = []
+    for vid, name, stems, height, width, paths in described:
         objects = []
         for track in tracks:
             if track.video_id != vid or track.score < args.score_thresh:
@@ -101,7 +102,7 @@ def _result_videos(results: list[Any], args: argparse.Namespace) -> list[ExportV
                                 args.input)
             objects.append(ExportObject(gt.categories[track.category_id], track.category_id, track.rles,
                                         score=track.score))
-        out.append(ExportVideo(name, stems, height, width, objects, files))
+        out.append(ExportVideo(name, stems, height, width, objects, paths))
     return out
 
 

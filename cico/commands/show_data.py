@@ -127,8 +127,9 @@ def gt_frames(ann: Annotations, video_id: int, images: FrameFiles):
                 raise CicoError(f"track {t.id} frame {f}: mask size differs from the frame {images.paths[f]}",
                                 ann.path)
             masks[i] = mask.astype(bool)
-            if t.bboxes[f] is not None:
-                x, y, w, h = t.bboxes[f]
+            bbox = t.bboxes[f]
+            if bbox is not None:
+                x, y, w, h = bbox
                 boxes[i] = (int(x), int(y), int(x + w), int(y + h))
             else:
                 ys, xs = np.nonzero(mask)

@@ -87,13 +87,13 @@ def draw_frame(frame: FrameResult, class_names: Sequence[str], style: RenderStyl
     anchors = [(int(frame.boxes[j][0]), int(frame.boxes[j][1])) for j in shown]
     places = place_labels(sizes, anchors, out.shape[:2])
     for j, text, (w, h), (x, y) in list(zip(shown, texts, sizes, places))[::-1]:
-        colour = track_colour(int(frame.ids[j]))
+        bgr = track_colour(int(frame.ids[j]))
         x1, y1, x2, y2 = (int(v) for v in frame.boxes[j])
         if frame.tracked[j] == 0:
-            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+            cv2.rectangle(out, (x1, y1), (x2, y2), bgr, thickness)
         else:
-            _dotted_rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), colour, -1)
+            _dotted_rectangle(out, (x1, y1), (x2, y2), bgr, thickness)
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), bgr, -1)
         baseline = cv2.getTextSize(text, font, scale, 1)[1]
         cv2.putText(out, text, (x + 2, y + h - 2 - baseline), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

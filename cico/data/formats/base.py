@@ -69,7 +69,10 @@ def mask_rle(mask: np.ndarray) -> RLE:
 
 def polygons_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:
     """Union of polygons ``[x1, y1, x2, y2, ...]`` rasterised by pycocotools."""
-    return _bytes_rle(to_rle([list(map(float, p)) for p in polygons], height, width))
+    rle = to_rle([list(map(float, p)) for p in polygons], height, width)
+    if rle is None:
+        raise ValueError("no polygons")
+    return _bytes_rle(rle)
 
 
 class DatasetBuilder:
@@ -112,7 +115,7 @@ class DatasetBuilder:
         else:
             names = sorted(category_ids, key=category_ids.__getitem__)
         categories = [Category(category_ids[name], name) for name in names]
-        tracks = []
+        tracks: list[Track] = []
         for (video_id, _), (category, iscrowd, frames) in self._tracks.items():
             length = self.videos[video_id - 1].length
             segmentations: list[RLE | None] = [None] * length

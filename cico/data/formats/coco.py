@@ -68,6 +68,7 @@ def read(src: Path, options: ImportOptions) -> ImportResult:
         rle = to_rle(segmentation, height, width)
         if isinstance(rle, list):  # frPyObjects of one uncompressed RLE may give a list
             rle = mask_utils.merge(rle)
+        assert rle is not None  # a non-empty segmentation
         builder.add(vid, ("ann", i), categories[a["category_id"]], 0, rle, iscrowd=bool(a.get("iscrowd", 0)))
     warnings = [f"{src}: {skipped} annotations without segmentation were skipped"] if skipped else []
     ids = {name: cid for cid, name in sorted(categories.items())}

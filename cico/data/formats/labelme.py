@@ -42,7 +42,7 @@ def _shape_rle(shape: dict[str, Any], height: int, width: int, where: str, path:
     if kind == "polygon":
         if len(points) < 3:
             raise CicoError(f"{where}: a polygon needs 3 points, got {len(points)}", path)
-        return polygons_rle([points.ravel()], height, width)
+        return polygons_rle([points.ravel().tolist()], height, width)
     if len(points) != 2:
         raise CicoError(f"{where}: a {kind} needs 2 points, got {len(points)}", path)
     (x1, y1), (x2, y2) = points
@@ -52,7 +52,7 @@ def _shape_rle(shape: dict[str, Any], height: int, width: int, where: str, path:
         radius = math.hypot(x2 - x1, y2 - y1)
         angles = np.linspace(0, 2 * np.pi, CIRCLE_POINTS, endpoint=False)
         polygon = np.stack([x1 + radius * np.cos(angles), y1 + radius * np.sin(angles)], 1)
-        return polygons_rle([polygon.ravel()], height, width)
+        return polygons_rle([polygon.ravel().tolist()], height, width)
     # mask: a PNG of the box between the two points (inclusive), as labelme's shapes_to_label
     from PIL import Image, UnidentifiedImageError
 

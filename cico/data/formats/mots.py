@@ -31,7 +31,8 @@ def rle_counts_problem(counts: bytes, height: int, width: int) -> str | None:
 
     pycocotools decodes any string without checking it; this reads the counts as its ``rleFrString`` does.
     """
-    total, position, previous = 0, 0, []
+    total, position = 0, 0
+    previous: list[int] = []
     while position < len(counts):
         value, shift, more = 0, 0, True
         while more:
@@ -185,7 +186,8 @@ def write(videos: Sequence[ExportVideo], out: Path, classes: dict[int, str] | No
     warnings = []
     (out / "instances_txt").mkdir(parents=True, exist_ok=True)
     for video in videos:
-        values, counters = [], {}
+        values: list[int] = []
+        counters: dict[int, int] = {}
         for obj in video.objects:
             if obj.iscrowd:
                 values.append(IGNORE_CLASS * 1000)

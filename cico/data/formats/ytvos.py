@@ -84,9 +84,9 @@ def read(src: Path, options: ImportOptions) -> ImportResult:
         frames = frame_files(folder)
         pngs = {p.stem: p for p in (masks_dir / name).glob("*.png")} if (masks_dir / name).is_dir() else {}
         stems = {f.stem for f in frames}
-        for stem, png in sorted(pngs.items()):
+        for stem, orphan in sorted(pngs.items()):
             if stem not in stems:
-                raise CicoError(f"annotation without a frame: no {name}/{stem}.jpg in {images_dir}", png)
+                raise CicoError(f"annotation without a frame: no {name}/{stem}.jpg in {images_dir}", orphan)
         if options.annotated_only:
             frames = [f for f in frames if f.stem in pngs]
         if not frames:
