@@ -416,6 +416,12 @@ def test_export_results_overlaps_by_score_threshold_and_bad_results(tmp_path: Pa
     assert not np.array(Image.open(out / "Annotations" / "b" / "00000.png")).any()  # below the threshold
     meta = json.loads((out / "meta.json").read_text())
     assert meta["videos"]["a"]["objects"]["2"] == {"category": "dog", "frames": ["00000"]}
+    code, stdout, _ = run(capsys, "export-data", "mots", str(path), "--out", str(tmp_path / "bare"))  # no --ann
+    assert code == 0 and sorted(p.name for p in (tmp_path / "bare" / "instances_txt").iterdir()) == \
+        ["video1.txt", "video2.txt"]
+    code, _, _ = run(capsys, "export-data", "ytvos", str(path), "--out", str(tmp_path / "one"), "--frames",
+                     str(frames / "a"))  # results of several videos need --ann
+    assert code == 2 and not (tmp_path / "one").exists()
     old = (out / "meta.json").read_bytes()
     results[1]["segmentations"][0] = {"size": [H, W + 1], "counts": encode(np.zeros((H, W + 1), np.uint8))["counts"]}
     path.write_text(json.dumps(results))
