@@ -12,9 +12,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -60,11 +60,6 @@ class ImportResult:
 def _bytes_rle(rle: RLE) -> RLE:
     counts = rle["counts"]
     return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
-def mask_rle(mask: np.ndarray) -> RLE:
-    """Compressed RLE (``counts`` bytes) of a binary mask ``[H, W]``."""
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
 def polygons_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:

@@ -11,14 +11,15 @@ folder (``images/`` beside the XML, as CVAT exports them) in name order: frame `
 """
 from __future__ import annotations
 
-from xml.etree import ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
 from ...errors import CicoError
+from ..rle import encode
 from ..sources import frame_files
-from .base import DatasetBuilder, ImportOptions, ImportResult, image_size, mask_rle, polygons_rle
+from .base import DatasetBuilder, ImportOptions, ImportResult, image_size, polygons_rle
 
 MASK_SHAPES = ("polygon", "mask")
 Shape = dict  # {"frame", "outside", "type", "points" (polygon, flat), "element" (mask)}
@@ -186,7 +187,7 @@ def read(src: Path, options: ImportOptions) -> ImportResult:
             if element.tag == "polygon" and (element.get("points") or not outside):
                 shape["points"] = _polygon(element.get("points", ""), where, path)  # an outside one's too:
             elif not outside:  # CVAT interpolates towards it
-                shape["rle"] = mask_rle(cvat_mask(element, height, width, where, path))
+                shape["rle"] = encode(cvat_mask(element, height, width, where, path))
             shapes.append(shape)
         if not shapes:
             boxes_only += any(e.tag == "box" for e in track)

@@ -19,8 +19,9 @@ import numpy as np
 
 from ...errors import CicoError
 from ..annotations import read_json
+from ..rle import encode
 from ..sources import frame_files
-from .base import DatasetBuilder, ImportOptions, ImportResult, image_size, mask_rle, natural_key, polygons_rle
+from .base import DatasetBuilder, ImportOptions, ImportResult, image_size, natural_key, polygons_rle
 
 AREA_SHAPES = ("polygon", "rectangle", "circle", "mask")
 CIRCLE_POINTS = 64
@@ -70,7 +71,7 @@ def _shape_rle(shape: dict[str, Any], height: int, width: int, where: str, path:
                         f"{width}x{height} frame", path)
     mask = np.zeros((height, width), bool)
     mask[top:bottom + 1, left:right + 1] = crop
-    return mask_rle(mask)
+    return encode(mask)
 
 
 def read(src: Path, options: ImportOptions) -> ImportResult:

@@ -11,16 +11,16 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from ...errors import CicoError
+from ..rle import encode
 from ..sources import frame_files
-from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, mask_rle,
-                   natural_key, paint)
+from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key,
+                   paint)
 
 KITTI_CLASSES = {1: "car", 2: "pedestrian"}
 IGNORE_CLASS = 10
@@ -152,7 +152,7 @@ def read(src: Path, options: ImportOptions) -> ImportResult:
                                     f"{width}x{height}", png)
                 for value in np.unique(values).tolist():
                     if value:
-                        reader.add(vid, value, value // 1000, index[png.stem], mask_rle(values == value), "", png)
+                        reader.add(vid, value, value // 1000, index[png.stem], encode(values == value), "", png)
         return reader.result(frames_dir)
     sequences = sorted((p for p in src.iterdir() if (p / "gt" / "gt.txt").is_file()), key=natural_key) \
         if src.is_dir() else []
@@ -206,9 +206,8 @@ def write(videos: Sequence[ExportVideo], out: Path, classes: dict[int, str] | No
             overlapping += overlap > 0
             for value in np.unique(ids).tolist():
                 if value:
-                    rle = mask_utils.encode(np.asfortranarray((ids == value).astype(np.uint8)))
                     lines.append(f"{f} {value} {value // 1000} {video.height} {video.width} "
-                                 f"{rle['counts'].decode('ascii')}")
+                                 f"{encode(ids == value)['counts']}")
         (out / "instances_txt" / f"{video.name}.txt").write_text("".join(line + "\n" for line in lines))
         if overlapping:
             warnings.append(f"video {video.name}: objects overlap in {overlapping} frames; MOTS masks do not "

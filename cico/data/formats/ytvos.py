@@ -13,17 +13,18 @@ asked for. A video without any PNG is kept without objects.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 
 from ...errors import CicoError
 from ..annotations import read_json
+from ..rle import encode
 from ..sources import frame_files
-from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, mask_rle,
-                   natural_key, paint)
+from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key,
+                   paint)
 
 VOID = 255
 
@@ -110,7 +111,7 @@ def read(src: Path, options: ImportOptions) -> ImportResult:
             for k in np.unique(array).tolist():
                 if k == 0:
                     continue
-                rle = mask_rle(array == k)
+                rle = encode(array == k)
                 if k == VOID and not binary:
                     voids.append((vid, f, rle))
                     continue
