@@ -17,7 +17,8 @@ from ..data.formats.mots import KITTI_CLASSES
 
 FORMATS_HELP = """formats and their frames folder:
   ytvos    SRC/JPEGImages/<video>/<frame>.jpg + SRC/Annotations/<video>/<frame>.png (YouTube-VOS, DAVIS);
-           optional SRC/meta.json names the classes. Frames folder: SRC/JPEGImages
+           value k = object k, 255 = void; PNGs of only 0/255 (DAVIS 2016) are one object; optional
+           SRC/meta.json names the classes. Frames folder: SRC/JPEGImages
   mots     KITTI-MOTS SRC/instances_txt/<seq>.txt (images in SRC/images/ or SRC/image_02/), MOTS PNGs
            SRC/instances/<seq>/*.png, or MOTSChallenge SRC/<seq>/gt/gt.txt (+ SRC/<seq>/img1/). Frames
            folder: the images folder (SRC for MOTSChallenge)
