@@ -30,12 +30,9 @@ def load(weights: str | Path = "demo", device: str = "cpu", **options: Any) -> V
         options: passed to :class:`cico.inference.video.VideoPredictor` (``overlap``, ``batch_clips``,
             ``amp``, ``channels_last``, ``score_thresh``, ...).
     """
-    from .demo import SHIPPED_MODELS, shipped_weights
     from .inference.video import load as load_predictor
 
-    if isinstance(weights, str) and weights in SHIPPED_MODELS:
-        weights = shipped_weights(weights)
-    return load_predictor(weights, device, **options)
+    return load_predictor(weights, device, **options)  # the checkpoint reader resolves shipped names
 
 
 def __getattr__(name: str) -> Any:

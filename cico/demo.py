@@ -12,15 +12,10 @@ and a GIF of the first, and scores the results against the synthetic ground trut
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 
-from .errors import CicoError
-
-SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
-
+from .weights import shipped_weights
 
 @dataclass(frozen=True)
 class DemoData:
@@ -33,16 +28,6 @@ class DemoData:
     max_objects: int = 3
     seed: int = 2026  # training used seeds 0 (train) and 1000 (held-out)
     gif_scale: int = 2
-
-
-def shipped_weights(name: str = "demo") -> Path:
-    """Path of a model shipped inside the package (``demo``)."""
-    if name not in SHIPPED_MODELS:
-        raise CicoError(f"unknown shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
-    path = Path(str(resources.files("cico") / "weights" / SHIPPED_MODELS[name]))
-    if not path.is_file():
-        raise CicoError("the shipped model is missing from this installation (reinstall cico)", path)
-    return path
 
 
 @dataclass
@@ -61,16 +46,12 @@ class DemoOutputs:
 def _write_gif(mp4: Path, gif: Path, scale: int, fps: float) -> Path:
     """A looping GIF of a rendered mp4, upscaled ``scale``x (nearest) for legibility."""
     import av
-    from PIL import Image
+
+    from .outputs.render import write_gif
 
     with av.open(str(mp4)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    images = [Image.fromarray(np.repeat(np.repeat(f, scale, 0), scale, 1)) for f in frames]
-    tmp = gif.with_suffix(".tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
-                   optimize=False)
-    tmp.replace(gif)
-    return gif
+        frames = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+    return write_gif(gif, frames, fps, scale)
 
 
 def run_demo(out_dir: str | Path, video: str | Path | None = None, data: DemoData = DemoData(),

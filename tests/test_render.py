@@ -9,7 +9,8 @@ import pytest
 
 from cico.data.sources import open_source
 from cico.inference.video import FrameResult
-from cico.outputs.render import MASK_ALPHA, PALETTE_RGB, Mp4Writer, draw_frame, id_mask, track_colour, write_png
+from cico.outputs.render import (MASK_ALPHA, PALETTE_RGB, Mp4Writer, RenderStyle, draw_frame, id_mask, place_labels,
+                                 shown_tracks, track_colour, write_png)
 
 
 def frame_with(ids, scores, masks, tracked=None, size=(120, 160)):
@@ -80,3 +81,29 @@ def test_mp4_writer_round_trip_and_atomicity(tmp_path: Path):
             writer.write(np.zeros((16, 16, 3), np.uint8))
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
+
+
+def test_top_k_and_score_threshold_keep_the_best_tracks() -> None:
+    masks = [rect(0, 10, 0, 10), rect(20, 30, 0, 10), rect(40, 50, 0, 10)]
+    frame = frame_with([1, 2, 3], [0.2, 0.9, 0.5], masks)
+    np.testing.assert_array_equal(shown_tracks(frame.scores, RenderStyle(top_k=2)), [1, 2])
+    np.testing.assert_array_equal(shown_tracks(frame.scores, RenderStyle(score_thresh=0.3)), [1, 2])
+    out = draw_frame(frame, ["a"], RenderStyle(top_k=1))
+    assert (out[25, 5] != 100).any() and (out[5, 5] == 100).all() and (out[45, 5] == 100).all()
+
+
+def test_labels_stay_inside_the_frame_and_apart() -> None:
+    # five tracks with the same box at the top edge: their labels would pile up on one spot
+    sizes = [(60, 14)] * 5
+    places = place_labels(sizes, [(150, 0)] * 5, (120, 160))
+    boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(places, sizes)]
+    assert all(0 <= x1 and x2 <= 160 and 0 <= y1 and y2 <= 120 for x1, y1, x2, y2 in boxes)
+    assert all(not (a[1] < b[3] and b[1] < a[3]) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert places[0] == (100, 0)  # the best track keeps the place at its box (inside, as the box touches the top)
+    assert place_labels([(60, 14)], [(10, 40)], (120, 160)) == [(10, 26)]  # above its box when there is room
+    # drawn: the label of a box touching the top edge is fully inside the image
+    frame = frame_with([1], [0.5], [np.zeros((120, 160), bool)])
+    frame.boxes[:] = [60, 0, 100, 30]
+    out = draw_frame(frame, ["thing"])
+    colour = np.array(track_colour(1))
+    assert (np.abs(out[1, 62].astype(int) - colour) <= 1).all()  # the label's filled box starts at row 0

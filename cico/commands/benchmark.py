@@ -26,12 +26,14 @@ import numpy as np
 
 from ..errors import CicoError
 from .make_synthetic import parse_size
+from .predict import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cico_yolact_r50_yt19", help="model preset (random init)")
-    parser.add_argument("--weights", type=Path, default=None, help="a cico checkpoint instead of the preset")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a cico checkpoint (or 'demo', the model shipped with cico) instead of the preset")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--end-to-end", action="store_true", help="time the whole video pipeline on an mp4")
     parser.add_argument("--size", default="480x854", help="frame size HxW (default 480x854)")
     parser.add_argument("--frames", type=int, default=24, help="--end-to-end video length (default 24)")
@@ -94,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise CicoError("--repeats and --frames must be at least 1, --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CicoError("--device cuda: CUDA is not available on this machine")
+    device, _ = resolve_device(args.device)  # the JSON line names it
     if args.weights is not None:
         model = load_model(args.weights, device)
         name = str(args.weights)

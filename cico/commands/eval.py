@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
-from .predict import add_inference_arguments, build_predictor, dataset_source
+from .predict import WEIGHTS_HELP, add_inference_arguments, build_predictor, dataset_source, resolve_device
 
 if TYPE_CHECKING:
     from ..training.distributed import Distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, type=Path, metavar="W", help="a cico checkpoint")
+    parser.add_argument("--weights", required=True, type=Path, metavar="W", help=WEIGHTS_HELP)
     parser.add_argument("--out", type=Path, metavar="DIR", default=None,
                         help="output folder (default: eval_<dataset>_<split>, or eval_<annotation file name>)")
     add_inference_arguments(parser)
@@ -33,14 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..training.distributed import Distributed, process_group
     from .sharding import process_device
 
     env = Distributed.from_env()
     args.device = process_device(args.device, env)
-    with process_group(env, torch.device(args.device)):
+    with process_group(env, resolve_device(args.device)[0]):
         return _run(args, env)
 
 

@@ -4,23 +4,33 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..data.catalogue import add_dataset_arguments
 from ..errors import CicoError
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..outputs.render import RenderStyle
+
 LIVE_RETIRE_AFTER = 30
+WEIGHTS_HELP = "a cico checkpoint, or 'demo' (the model shipped with cico)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help="a video file (mp4/avi/mov/webm/mkv), a folder of jpg/png frames, a webcam index "
                              "(0) or a stream URL; or give a dataset split with the options below")
-    parser.add_argument("--weights", required=True, type=Path, metavar="W", help="a cico checkpoint")
+    parser.add_argument("--weights", required=True, type=Path, metavar="W", help=WEIGHTS_HELP)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_inference_arguments(parser)
     parser.add_argument("--render", action="store_true",
                         help="also write DIR/<video>.mp4 with coloured masks, track ids, classes and scores")
+    parser.add_argument("--render-top-k", type=int, default=None, metavar="N",
+                        help="render at most the N best tracks of each frame (implies --render)")
+    parser.add_argument("--render-score-thresh", type=float, default=0.0, metavar="S",
+                        help="render only the tracks scoring at least S (implies --render)")
     parser.add_argument("--save-masks", action="store_true",
                         help="also write DIR/masks/<video>/<frame>.png instance-id masks (id + 1; 16-bit if needed)")
     parser.add_argument("--fps", type=float, default=None,
@@ -39,7 +49,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--overlap", type=int, default=1, metavar="O", help="frames shared by consecutive clips (1)")
     group.add_argument("--score-thresh", type=float, default=None, metavar="S",
                        help="confidence threshold of detection and of the tracker's output (reference 0.1)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    group.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     group.add_argument("--batch-clips", type=int, default=1, metavar="B", help="clips per network forward (1)")
     group.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the network forward")
     group.add_argument("--channels-last", action="store_true", help="channels-last memory format")
@@ -50,17 +60,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_predictor(args: argparse.Namespace, live: bool = False):
     """The :class:`~cico.inference.video.VideoPredictor` described by the inference options."""
-    import torch
 
     from ..inference.link import LinkConfig
     from ..inference.video import VideoPredictor
     from ..model.checkpoint import load_model
 
-    device = torch.device(args.device) if _valid_device(args.device) else None
-    if device is None:
-        raise CicoError(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CicoError("--device cuda: CUDA is not available on this machine")
+    device, line = resolve_device(args.device)
+    print(line, flush=True)
     model = load_model(args.weights, device)
     frames = model.config.clip_frames
     if args.clip_frames is not None and args.clip_frames != frames:
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_dataset(args)
     videos: Sequence = open_source(args.source, fps=args.fps)
     predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
-    summary = predict_to_dir(predictor, videos, args.out, render=args.render,
+    summary = predict_to_dir(predictor, videos, args.out, render=render_option(args),
                              save_masks=args.save_masks, dump_tracker=args.dump_tracker, progress=not args.quiet)
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     print(f"wrote {summary.results}: {summary.tracks} tracks in {summary.videos} video(s), "
@@ -119,19 +125,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_dataset(args: argparse.Namespace) -> int:
     """A dataset split, its videos shared out over the processes under ``torchrun`` (one results.json)."""
-    import torch
-
     from ..training.distributed import Distributed, process_group
     from .sharding import predict_sharded, process_device
 
     env = Distributed.from_env()
     args.device = process_device(args.device, env)
-    if not _valid_device(args.device):
-        raise CicoError(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
-    with process_group(env, torch.device(args.device)):
+    with process_group(env, resolve_device(args.device)[0]):
         predictor = build_predictor(args)
         videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)
-        summary = predict_sharded(predictor, videos, args.out, env, category_ids=category_ids, render=args.render,
+        summary = predict_sharded(predictor, videos, args.out, env, category_ids=category_ids,
+                                  render=render_option(args),
                                   save_masks=args.save_masks, dump_tracker=args.dump_tracker,
                                   progress=not args.quiet)
     if summary is not None:
@@ -141,11 +144,31 @@ def _run_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _valid_device(name: str) -> bool:
+def render_option(args: argparse.Namespace) -> bool | RenderStyle:
+    """``--render`` with the ``--render-top-k`` / ``--render-score-thresh`` style, if given."""
+    from ..outputs.render import RenderStyle
+
+    if args.render_top_k is None and args.render_score_thresh <= 0:
+        return bool(args.render)
+    if args.render_top_k is not None and args.render_top_k < 1:
+        raise CicoError("--render-top-k must be at least 1")
+    return RenderStyle(top_k=args.render_top_k, score_thresh=args.render_score_thresh)
+
+
+def resolve_device(name: str) -> tuple[torch.device, str]:
+    """The device of a ``--device`` value (``auto``: CUDA when available, else the CPU), and the line that
+    announces it (each command prints it first)."""
     import torch
 
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        return False
-    return True
+    if name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        how = "auto: " + ("CUDA is available" if device.type == "cuda" else "no CUDA GPU found")
+    else:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise CicoError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise CicoError("--device cuda: CUDA is not available on this machine")
+        how = "--device"
+    return device, f"device: {device} ({how})"

@@ -33,8 +33,11 @@ __all__ = ["share", "process_device", "predict_sharded", "held_out_evaluator"]
 
 
 def process_device(name: str, env: Distributed) -> str:
-    """The inference device of this process: under ``torchrun``, ``cuda`` means the process's own GPU."""
-    return f"cuda:{env.local_rank}" if name == "cuda" and env.world_size > 1 else name
+    """The inference device of this process: under ``torchrun``, ``cuda`` (or ``auto`` where CUDA is
+    available) means the process's own GPU."""
+    if env.world_size > 1 and (name == "cuda" or (name == "auto" and torch.cuda.is_available())):
+        return f"cuda:{env.local_rank}"
+    return name
 
 
 def share(videos: Sequence[Video], rank: int, world_size: int) -> list[Video]:

@@ -37,7 +37,7 @@ from ..data.transforms import pad_to, padded_size, test_transform
 from ..model.config import ModelConfig
 from ..model.network import CiCo
 from ..model.outputs import ClipDetections
-from ..outputs.render import Mp4Writer, draw_frame, id_mask, write_png
+from ..outputs.render import Mp4Writer, RenderStyle, draw_frame, id_mask, write_png
 from ..outputs.results import ResultsWriter, Track, VideoResults
 from .link import ClipTracker, LinkConfig, TrackedClip
 
@@ -348,8 +348,8 @@ class RunSummary:
 
 
 def predict_to_dir(predictor: VideoPredictor, videos: Iterable[Video], out_dir: str | Path, *,
-                   category_ids: Sequence[int] | None = None, render: bool = False, save_masks: bool = False,
-                   dump_tracker: bool = False, progress: bool = True) -> RunSummary:
+                   category_ids: Sequence[int] | None = None, render: bool | RenderStyle = False,
+                   save_masks: bool = False, dump_tracker: bool = False, progress: bool = True) -> RunSummary:
     """Predict videos one after another and write the outputs into ``out_dir``.
 
     Writes ``results.json`` (YouTube-VIS results, streamed video by video and moved into place when
@@ -357,7 +357,8 @@ def predict_to_dir(predictor: VideoPredictor, videos: Iterable[Video], out_dir: 
     rate; with ``save_masks`` ``masks/<video>/<frame>.png`` instance-id images (track id + 1, 0 =
     background; 16-bit where an id exceeds 254); with ``dump_tracker`` ``tracker/<video>.npz`` holding
     every clip's :meth:`ClipResult.arrays` as ``clip{c}_{name}``. A live camera/stream ends cleanly on
-    Ctrl-C; any other interruption leaves no partial file behind.
+    Ctrl-C; any other interruption leaves no partial file behind. ``render`` may be a
+    :class:`~cico.outputs.render.RenderStyle` (top-k, score threshold).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -373,7 +374,7 @@ def predict_to_dir(predictor: VideoPredictor, videos: Iterable[Video], out_dir: 
 
 
 def _write_video(predictor: VideoPredictor, video: Video, out_dir: Path, results: VideoResults, *,
-                 render: bool, save_masks: bool, dump_tracker: bool, progress: bool) -> None:
+                 render: bool | RenderStyle, save_masks: bool, dump_tracker: bool, progress: bool) -> None:
     """Stream one video into ``results`` and the optional per-frame outputs of :func:`predict_to_dir`."""
     from tqdm import tqdm
 
@@ -387,7 +388,8 @@ def _write_video(predictor: VideoPredictor, video: Video, out_dir: Path, results
                 for frame in clip.frames:
                     if render:
                         renderer = renderer or Mp4Writer(out_dir / f"{video.name}.mp4", video.fps)
-                        renderer.write(draw_frame(frame, predictor.class_names))
+                        style = render if isinstance(render, RenderStyle) else RenderStyle()
+                        renderer.write(draw_frame(frame, predictor.class_names, style))
                     if save_masks:
                         write_png(out_dir / "masks" / video.name / f"{video.frame_name(frame.frame_id)}.png",
                                   id_mask(frame))

@@ -31,6 +31,7 @@ from timm.models.swin_transformer import get_relative_position_index
 from torch import Tensor, nn
 
 from ..errors import CicoError
+from ..weights import resolve_weights
 from .config import PRESETS, ModelConfig
 from .network import CiCo
 
@@ -224,11 +225,13 @@ def _looks_like_reference(obj: Any) -> bool:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cico checkpoint: ``{"format", "version", "config" (dict), "preset", "model", ...}``.
 
+    ``path`` may name a model shipped with cico (``demo``, see :mod:`cico.weights`).
+
     Raises:
         CicoError: missing, unreadable or corrupt file, a reference checkpoint (convert it first), a
             checkpoint of a newer format version.
     """
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise CicoError("checkpoint not found", path)
     if path.suffix == ".safetensors":
