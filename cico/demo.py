@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CicoError
+from .fileio import atomic_write
 
 SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
 
@@ -66,10 +67,9 @@ def _write_gif(mp4: Path, gif: Path, scale: int, fps: float) -> Path:
     with av.open(str(mp4)) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     images = [Image.fromarray(np.repeat(np.repeat(f, scale, 0), scale, 1)) for f in frames]
-    tmp = gif.with_suffix(".tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
-                   optimize=False)
-    tmp.replace(gif)
+    with atomic_write(gif) as tmp:
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
+                       optimize=False)
     return gif
 
 
@@ -89,7 +89,8 @@ def run_demo(out_dir: str | Path, video: str | Path | None = None, data: DemoDat
     from .data.sources import dataset_videos, open_source
     from .data.synthetic import make_synthetic
     from .evaluation import evaluate
-    from .inference.video import load, predict_to_dir
+    from .inference.predictor import load
+    from .outputs.writer import predict_to_dir
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -24,8 +24,14 @@ from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
 from cico.training.config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, make_config
 from cico.training.engine import Trainer, _amp_dtype, _cpu_has_fast_bf16
-from cico.training.init import (InflationConfig, _swin_to_cico, inflate_state_dict, load_coco_init,
-                                load_imagenet_backbone, reference_init)
+from cico.training.init import (
+    InflationConfig,
+    _swin_to_cico,
+    inflate_state_dict,
+    load_coco_init,
+    load_imagenet_backbone,
+    reference_init,
+)
 from cico.training.losses import CiCoLoss
 from cico.training.sampler import RunOrder, epoch_permutation
 from cico.training.schedule import ScheduleConfig, WarmupDecayLR
@@ -181,7 +187,7 @@ def test_coco_checkpoint_and_imagenet_resnet_from_local_files(tmp_path: Path) ->
     with pytest.raises(CicoError, match="does not fit the resnet18 backbone"):
         load_imagenet_backbone(model, tmp_path / "resnet50.pth")
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CicoError, match="not a readable weights file"):
+    with pytest.raises(CicoError, match="not a readable PyTorch checkpoint"):
         load_imagenet_backbone(model, tmp_path / "broken.pth")
 
     # a frame-level checkpoint in the reference's legacy names: 2D protonet convs, 12-channel bbox layer

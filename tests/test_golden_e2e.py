@@ -16,9 +16,9 @@ import pytest
 from cico.cli import main
 from cico.data.rle import decode
 from cico.model.config import get_preset
-
 from tests.conftest import GOLDEN_DIR
 from tests.golden import cases, preset_name, read_manifest, read_npz, write_reference_checkpoint
+
 
 def _model_dirs() -> list[Path]:
     """Every model folder of every ``e2e_*`` case; a case without one is returned itself (to fail)."""

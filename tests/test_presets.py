@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import cico
-from cico.data.catalogue import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
-from cico.model.checkpoint import empty_model
+from cico.constants import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
 from cico.model.config import PRESETS, ModelConfig, get_preset
+from cico.model.network import empty_model
 
 # spec §2.10 (verified by instantiating the reference): tensors in the state dict, parameters, and
 # parameters of backbone / fpn / ProtoNet / prediction_layers

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
+from .options import add_dataset_arguments
 from .predict import add_inference_arguments, build_predictor, dataset_source
 
 
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.video import predict_to_dir
     from ..outputs.codalab import write_submission
+    from ..outputs.writer import predict_to_dir
 
     predictor = build_predictor(args)
     videos, category_ids, annotations, paths = dataset_source(args, predictor.config.num_classes)

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..data.catalogue import add_dataset_arguments
 from ..errors import CicoError
+from .options import add_dataset_arguments
 
 LIVE_RETIRE_AFTER = 30
 
@@ -49,11 +49,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_predictor(args: argparse.Namespace, live: bool = False):
-    """The :class:`~cico.inference.video.VideoPredictor` described by the inference options."""
+    """The :class:`~cico.inference.predictor.VideoPredictor` described by the inference options."""
     import torch
 
     from ..inference.link import LinkConfig
-    from ..inference.video import VideoPredictor
+    from ..inference.predictor import VideoPredictor
     from ..model.checkpoint import load_model
 
     device = torch.device(args.device) if _valid_device(args.device) else None
@@ -85,8 +85,8 @@ def build_predictor(args: argparse.Namespace, live: bool = False):
 def dataset_source(args: argparse.Namespace, num_classes: int):
     """Videos, category ids and annotations of the dataset options (see :mod:`cico.data.catalogue`)."""
     from ..data.annotations import load_annotations
-    from ..data.catalogue import resolve_dataset
     from ..data.sources import dataset_videos
+    from .options import resolve_dataset
 
     paths = resolve_dataset(args)
     annotations = load_annotations(paths.ann_file)
@@ -99,11 +99,12 @@ def dataset_source(args: argparse.Namespace, num_classes: int):
 
 def run(args: argparse.Namespace) -> int:
     from ..data.sources import Camera, open_source
-    from ..inference.video import predict_to_dir
+    from ..outputs.writer import predict_to_dir
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
     if (args.source is None) == (not uses_dataset):
-        raise CicoError("give either a SOURCE or a dataset (--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
+        raise CicoError("give either a SOURCE or a dataset "
+                        "(--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
     if uses_dataset:
         predictor = build_predictor(args)
         videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)

@@ -5,9 +5,10 @@ import argparse
 from pathlib import Path
 
 from ..data.annotations import load_annotations, save_annotations
-from ..data.catalogue import add_dataset_arguments, locate, resolve_dataset
+from ..data.catalogue import locate
 from ..data.split import held_out_split
 from ..errors import CicoError
+from .options import add_dataset_arguments, resolve_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

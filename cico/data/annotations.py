@@ -17,8 +17,6 @@ outputs always carry the file's own category ids.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..errors import CicoError
+from ..fileio import atomic_write
 from .rle import RLE, decode, to_rle
 from .rle import area as rle_area
 
@@ -391,14 +390,6 @@ def annotations_to_dict(ann: Annotations) -> dict[str, Any]:
 
 
 def save_annotations(ann: Annotations, path: str | Path) -> None:
-    """Write ``ann`` as JSON, atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(annotations_to_dict(ann), f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``ann`` as JSON, atomically (:class:`~cico.fileio.atomic_write`)."""
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(annotations_to_dict(ann), f, separators=(",", ":"))

@@ -3,8 +3,8 @@
 Every problem is one line naming the file; the schema checks are
 :func:`cico.data.annotations.annotation_problems`; the frame checks (exists, decodes with OpenCV,
 has the video's width/height) run in a thread pool, because OpenCV decodes without the GIL.
-``cv2.imdecode`` is used rather than ``cv2.imread``: it rejects truncated JPEGs (which ``imread``
-returns half-grey) and prints nothing for missing files.
+Frames are read with cico's one frame reader (:func:`cico.data.sources.read_image`), so a frame that
+fails here also fails in training and inference.
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import cv2
-import numpy as np
-
+from ..errors import CicoError
 from .annotations import _is_int, annotation_problems, read_json
+from .sources import read_image
 
 
 @dataclass
@@ -64,11 +63,9 @@ def _frame_problem(path: Path, height: int, width: int, decode: bool) -> str | N
     if not decode:
         return None
     try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)  # None for truncated files too
-    except OSError as err:
-        return f"cannot be read: {err.strerror}"
-    if image is None:
-        return "cannot be decoded as an image"
+        image = read_image(path)
+    except CicoError as err:
+        return err.problem
     if image.shape[:2] != (height, width):
         return f"is {image.shape[0]}x{image.shape[1]} but the video is {height}x{width}"
     return None

@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 
 from ..errors import CicoError
 from .annotations import Annotations, Track, load_annotations
+from .sources import read_image
 from .transforms import FlipMode, Normalization, TrainAugmentation, pad_to, padded_size
 
 
@@ -122,24 +122,6 @@ class ClipBatch:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-
-def read_frame(path: Path) -> np.ndarray:
-    """A frame as OpenCV reads it (BGR ``uint8 [H, W, 3]``).
-
-    Raises:
-        CicoError: the file is missing or cannot be decoded (truncated files included).
-    """
-    try:
-        data = np.fromfile(path, np.uint8)
-    except FileNotFoundError:
-        raise CicoError("frame file not found", path) from None
-    except OSError as err:
-        raise CicoError(f"cannot read frame: {err.strerror}", path) from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise CicoError("frame cannot be decoded as an image", path)
-    return image
 
 
 def collate(samples: Sequence[ClipSample], size_divisor: int = 32) -> ClipBatch:
@@ -243,7 +225,7 @@ class ClipDataset(Dataset[ClipSample]):
         if frame not in cache:
             video = self.videos[video_index]
             path = self.frames_dir / video.file_names[frame]
-            image = read_frame(path)
+            image = read_image(path)
             if image.shape[:2] != (video.height, video.width):
                 raise CicoError(f"frame is {image.shape[0]}x{image.shape[1]} but video {video.id} is "
                                 f"{video.height}x{video.width} in the annotations", path)

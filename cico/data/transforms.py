@@ -26,18 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Normalization = Literal["reference", "rgb"]
-"""Input normalisation of a model: ``"reference"`` (the channel-order quirk) or ``"rgb"`` (correct)."""
+from ..constants import MEANS, NORMALIZATIONS, STD, Normalization
 
 FlipMode = Literal["horizontal", "vertical", "none"]
 """Training flip: ``"horizontal"`` (usual), ``"vertical"`` (the reference's quirk) or ``"none"``."""
 
-NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 FLIP_MODES: tuple[str, ...] = get_args(FlipMode)
-
-# ImageNet mean/std in RGB order (spec §4.5, `augmentations_vis.py` l.7-8).
-MEANS = np.array((123.675, 116.28, 103.53), dtype=np.float32)
-STD = np.array((58.395, 57.12, 57.375), dtype=np.float32)
 
 
 def resize_shape(height: int, width: int, min_size: int = 384, max_size: int = 640) -> tuple[int, int]:
@@ -93,7 +87,7 @@ def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
 
-def test_transform(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 640,
+def preprocess_frame(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 640,
                    normalization: Normalization = "reference") -> Tensor:
     """The reference test preprocessing of one frame: ``uint8 [H, W, 3]`` BGR -> float32 ``[3, H', W']``.
 
@@ -103,20 +97,6 @@ def test_transform(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 6
     h2, w2 = resize_shape(frame_bgr.shape[0], frame_bgr.shape[1], min_size, max_size)
     resized = cv2.resize(frame_bgr.astype(np.float32), (w2, h2), interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(normalize(resized, normalization))
-
-
-def test_clip(frames_bgr: Sequence[np.ndarray], min_size: int = 384, max_size: int = 640,
-              normalization: Normalization = "reference", size_divisor: int = 32) -> tuple[Tensor, tuple[int, int]]:
-    """Preprocess and pad the frames of one test clip (spec §4.6).
-
-    Returns:
-        ``([T, 3, Hp, Wp]`` input, ``(H', W')`` the resized size before padding), padded to
-        ``padded_size(H', W', size_divisor, min_size, max_size)``.
-    """
-    images = [test_transform(frame, min_size, max_size, normalization) for frame in frames_bgr]
-    h2, w2 = images[0].shape[-2:]
-    size = padded_size(h2, w2, size_divisor, min_size, max_size)
-    return torch.stack([pad_to(image, size) for image in images]), (h2, w2)
 
 
 def _resize_each(stack: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -19,13 +19,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
-from ..data.catalogue import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
-from ..data.transforms import NORMALIZATIONS, Normalization
-from ..inference.detect import DetectConfig
+from ..constants import NORMALIZATIONS, OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES, Normalization
+from .detect import Classifier, DetectConfig
 from .masks import MaskHead
 
 BackboneName = Literal["resnet18", "resnet50", "resnet101", "swin_t"]
-Classifier = Literal["sigmoid", "softmax"]
 
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
 CLASSIFIERS: tuple[str, ...] = get_args(Classifier)
@@ -61,11 +59,11 @@ class ModelConfig:
         detect: thresholds of per-clip detection.
     """
 
-    backbone: str = "resnet50"
+    backbone: BackboneName = "resnet50"
     num_classes: int = 40
     class_names: tuple[str, ...] = ()
-    classifier: str = "sigmoid"
-    mask_head: str = "yolact"
+    classifier: Classifier = "sigmoid"
+    mask_head: MaskHead = "yolact"
     clip_frames: int = 3
     fpn_channels: int = 256
     proto_channels: int = 256

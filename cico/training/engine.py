@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from ..data.annotations import Annotations, annotations_to_dict, load_annotations
 from ..data.clips import ClipBatch, ClipDataConfig, ClipDataset
 from ..errors import CicoError
+from ..fileio import atomic_write
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import ModelConfig, get_preset
 from ..model.network import CiCo
@@ -47,8 +48,7 @@ from .init import load_coco_init, load_imagenet_backbone, reference_init
 from .losses import CiCoLoss
 from .sampler import EpochItems, RunOrder, iterations_per_epoch
 from .schedule import WarmupDecayLR, scaled_lr
-from .state import (capture_rng, checkpoint_path, latest_checkpoint, load_training_state, prune_checkpoints,
-                    restore_rng)
+from .state import capture_rng, checkpoint_path, latest_checkpoint, load_training_state, prune_checkpoints, restore_rng
 
 __all__ = ["Trainer", "train", "Distributed"]
 
@@ -120,9 +120,8 @@ def _seed_process(seed: int, rank: int) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 class Trainer:
@@ -513,7 +512,7 @@ def evaluate_model(model: CiCo, annotations: Annotations, frames_dir: str | Path
     """
     from ..data.sources import dataset_videos
     from ..evaluation.ytvis import evaluate
-    from ..inference.video import VideoPredictor
+    from ..inference.predictor import VideoPredictor
 
     predictor = VideoPredictor(model, overlap=overlap)
     with torch.no_grad():

@@ -5,7 +5,7 @@ For each clip, every anchor of every frame is a candidate (index ``t*N + n``) th
 tube of ``T`` boxes, one class distribution, one centerness, one set of mask parameters and one
 track embedding. Detection keeps the confident ones, drops near-duplicates and implausible boxes
 and masks, then runs Fast NMS per class on a clip-level IoU mixing box, circumscribed-box and mask
-IoU. The output of each clip is a :class:`~cico.model.outputs.ClipDetections` sorted by raw score.
+IoU. The output of each clip is an :class:`~cico.structures.Instances` sorted by raw score.
 """
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from cico.model.box_coder import center_size, circumscribed, decode_tubes, tube_iou
-from cico.model.masks import MaskHead, clip_masks, mask_iou
-from cico.model.outputs import ClipDetections, HeadOutputs
+from ..structures import Instances
+from .box_coder import center_size, circumscribed, decode_tubes, tube_iou
+from .masks import MaskHead, clip_masks, mask_iou
+from .outputs import HeadOutputs
 
 Classifier = Literal["sigmoid", "softmax"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectConfig:
     """Detection thresholds (reference values: spec §1.3 and §5.2).
 
@@ -79,22 +80,6 @@ class DetectConfig:
         return self.yolact_crop_factor if mask_head == "yolact" else self.condinst_crop_factor
 
 
-@dataclass
-class _Candidates:
-    """The surviving candidates of one clip, all indexed alike along dim 0 (``n``)."""
-
-    probs: Tensor  # [n, C] class probabilities (no background)
-    centerness: Tensor  # [n] mean centerness
-    boxes: Tensor  # [n, T, 4]
-    boxes_cir: Tensor  # [n, 4]
-    mask_coeff: Tensor  # [n, D]
-    track: Tensor  # [n, E]
-    prior_levels: Tensor  # [n]
-
-    def __getitem__(self, index: Tensor) -> _Candidates:
-        return _Candidates(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
-
-
 @torch.no_grad()
 def detect(
     outputs: HeadOutputs,
@@ -102,7 +87,7 @@ def detect(
     classifier: Classifier,
     mask_head: MaskHead,
     config: DetectConfig | None = None,
-) -> list[ClipDetections]:
+) -> list[Instances]:
     """Turn raw head outputs into per-clip detections (spec §5.2).
 
     Args:
@@ -113,7 +98,7 @@ def detect(
         config: thresholds; defaults to the reference values.
 
     Returns:
-        One :class:`ClipDetections` per clip, sorted by raw class score (descending). A candidate
+        One :class:`~cico.structures.Instances` per clip, sorted by raw class score (descending). A candidate
         may appear under several classes. Computed with autocast disabled, in the outputs' dtype
         promoted to at least float32 (bf16/fp16 head outputs give float32 detections).
     """
@@ -149,8 +134,10 @@ def _to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _select_candidates(
     outputs: HeadOutputs, probs: Tensor, clip: int, clip_frames: int, config: DetectConfig
-) -> _Candidates:
-    """Pool the clip's ``T*N`` anchors, threshold the max probability, keep the top ``top_k``."""
+) -> Instances:
+    """Pool the clip's ``T*N`` anchors, threshold the max probability, keep the top ``top_k``.
+
+    The candidates' ``scores`` are ``[n, C]`` (every class), their masks not computed yet."""
     frames = slice(clip * clip_frames, (clip + 1) * clip_frames)
     num_priors = outputs.priors.shape[0]
 
@@ -166,14 +153,22 @@ def _select_candidates(
         index = index[order[:limit]]
     anchor = index % num_priors
     boxes = decode_tubes(pooled(outputs.loc)[index], outputs.priors[anchor])
-    return _Candidates(
-        probs=clip_probs[index],
-        centerness=pooled(outputs.centerness)[index].mean(dim=-1),
+    probs = clip_probs[index]
+    proto = outputs.proto[clip]
+    n = index.numel()
+    return Instances(
+        labels=probs.argmax(dim=-1) + 1,
+        scores=probs,
         boxes=boxes,
         boxes_cir=circumscribed(boxes),
-        mask_coeff=pooled(outputs.mask_coeff)[index],
+        masks=proto.new_zeros(n, clip_frames, 0, 0),
         track=pooled(outputs.track)[index],
+        mask_coeff=pooled(outputs.mask_coeff)[index],
         prior_levels=outputs.prior_levels.reshape(-1)[anchor],
+        centerness=pooled(outputs.centerness)[index].mean(dim=-1),
+        ids=torch.full((n,), -1, dtype=torch.int64, device=index.device),
+        tracked_mask=torch.zeros(n, dtype=torch.int64, device=index.device),
+        proto=proto,
     )
 
 
@@ -184,12 +179,12 @@ def _detect_clip(
     clip_frames: int,
     mask_head: MaskHead,
     config: DetectConfig,
-) -> ClipDetections:
-    proto = outputs.proto[clip]
+) -> Instances:
     cand = _select_candidates(outputs, probs, clip, clip_frames, config)
+    proto = cand.proto
 
     # Rank by centerness-rescored max score; every pairwise matrix below uses this order.
-    rescored = cand.centerness * cand.probs.amax(dim=-1)
+    rescored = cand.centerness * cand.scores.amax(dim=-1)
     cand = cand[rescored.sort(descending=True, stable=True).indices]
 
     # Filter 1: near-duplicates of a better candidate (any class).
@@ -220,20 +215,10 @@ def _detect_clip(
     frame_iou, cir_iou = frame_iou[:, keep][:, :, keep], cir_iou[keep][:, keep]
 
     index, labels = _fast_nms(cand, binary, keep, area, frame_iou, cir_iou, config)
-    scores = cand.probs[index, labels]
+    scores = cand.scores[index, labels]
     order = scores.sort(descending=True, stable=True).indices
     index, labels = index[order], labels[order]
-    return ClipDetections(
-        labels=labels + 1,
-        scores=scores[order],
-        boxes=cand.boxes[index],
-        boxes_cir=cand.boxes_cir[index],
-        masks=masks[keep[index]],
-        track=cand.track[index],
-        mask_coeff=cand.mask_coeff[index],
-        prior_levels=cand.prior_levels[index],
-        proto=proto,
-    )
+    return cand[index].replace(labels=labels + 1, scores=scores[order], masks=masks[keep[index]])
 
 
 def _max_over_higher_ranked(iou: Tensor) -> Tensor:
@@ -244,7 +229,7 @@ def _max_over_higher_ranked(iou: Tensor) -> Tensor:
 
 
 def _fast_nms(
-    cand: _Candidates,
+    cand: Instances,
     binary: Tensor,
     mask_index: Tensor,
     area: Tensor,
@@ -264,9 +249,9 @@ def _fast_nms(
         ``(candidate index, 0-based class)`` of the kept detections, class-major, each class in its
         rescored order.
     """
-    device = cand.probs.device
+    device = cand.scores.device
     empty = torch.zeros(0, dtype=torch.long, device=device)
-    rescores = cand.centerness[None, :] * cand.probs.t()  # [C, n]
+    rescores = cand.centerness[None, :] * cand.scores.t()  # [C, n]
     # Only candidates above the score threshold in some class take part: in a class's ranking every
     # candidate ranked above one that passes the threshold passes it too.
     involved = (rescores > config.score_thresh).any(dim=0)
