@@ -86,7 +86,7 @@ def run_demo(out_dir: str | Path, video: str | Path | None = None, data: DemoDat
     """
     import time
 
-    from .data.sources import dataset_videos, open_source
+    from .data.sources import Video, dataset_videos, open_source
     from .data.synthetic import make_synthetic
     from .evaluation import evaluate
     from .inference.predictor import load
@@ -97,13 +97,14 @@ def run_demo(out_dir: str | Path, video: str | Path | None = None, data: DemoDat
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = load(shipped_weights("demo"), device)
     fps = 6.0
+    videos: list[Video]
     if video is None:
         from .data.annotations import load_annotations
 
         ann_file = make_synthetic(out_dir / "data", data.videos, data.frames, data.size, seed=data.seed,
                                   classes=data.classes, max_objects=data.max_objects, overwrite=True, workers=1)
         annotations = load_annotations(ann_file)
-        videos = dataset_videos(annotations, ann_file.parent / "JPEGImages", fps=fps)
+        videos = list(dataset_videos(annotations, ann_file.parent / "JPEGImages", fps=fps))
         category_ids = [annotations.category_id_of(label) for label in range(1, annotations.num_classes + 1)]
     else:
         videos = open_source(video)

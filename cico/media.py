@@ -36,8 +36,9 @@ class Mp4Writer:
                                   options={"movflags": "faststart"} if faststart else {})
         self._codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self._stream: Any = self._container.add_stream(self._codec, rate=self._rate)
-        self._stream.pix_fmt = "yuv420p"
+        stream: Any = self._container.add_stream(self._codec, rate=self._rate)
+        stream.pix_fmt = "yuv420p"
+        self._stream = stream
         if self._codec == "libx264":
             self._stream.options = {"crf": str(crf), **({"preset": preset} if preset else {})}
         self._size: tuple[int, int] | None = None

@@ -54,9 +54,9 @@ def resolve_dataset(args: argparse.Namespace, split: str | None = None, need_ann
         if need_frames and frames is None:
             raise CicoError("--frames DIR is needed with --ann (the folder the file_names are relative to)")
         paths = DatasetPaths(ann, frames)
-    if need_ann and not paths.ann_file.is_file():
+    if need_ann and (paths.ann_file is None or not paths.ann_file.is_file()):
         hint = " (write it with 'cico split')" if paths.split in ("train_sub", "valid_sub") else ""
         raise CicoError(f"annotation file not found{hint}", paths.ann_file)
-    if need_frames and not paths.frames_dir.is_dir():
+    if need_frames and (paths.frames_dir is None or not paths.frames_dir.is_dir()):
         raise CicoError("frames folder not found", paths.frames_dir)
     return paths

@@ -89,6 +89,7 @@ def dataset_source(args: argparse.Namespace, num_classes: int):
     from .options import resolve_dataset
 
     paths = resolve_dataset(args)
+    assert paths.ann_file is not None and paths.frames_dir is not None  # resolve_dataset checked both
     annotations = load_annotations(paths.ann_file)
     if annotations.num_classes != num_classes:
         raise CicoError(f"the dataset has {annotations.num_classes} categories but the model predicts "
@@ -98,18 +99,19 @@ def dataset_source(args: argparse.Namespace, num_classes: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.sources import Camera, open_source
+    from ..data.sources import Camera, Video, open_source
     from ..outputs.writer import predict_to_dir
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
     if (args.source is None) == (not uses_dataset):
         raise CicoError("give either a SOURCE or a dataset "
                         "(--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
+    videos: Sequence[Video]
     if uses_dataset:
         predictor = build_predictor(args)
         videos, category_ids, _, _ = dataset_source(args, predictor.config.num_classes)
     else:
-        videos: Sequence = open_source(args.source, fps=args.fps)
+        videos = open_source(args.source, fps=args.fps)
         predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
         category_ids = None
     summary = predict_to_dir(predictor, videos, args.out, category_ids=category_ids, render=args.render,

@@ -245,7 +245,9 @@ class ClipDataset(Dataset[ClipSample]):
             for i, f in enumerate(frame_ids):
                 if not track.has_valid_box(f):
                     continue
-                x, y, bw, bh = track.bboxes[f]
+                box = track.bboxes[f]
+                assert box is not None  # has_valid_box
+                x, y, bw, bh = box
                 boxes[j, i] = [x / w, y / h, (x + bw - 1) / w, (y + bh - 1) / h]
                 mask = self.annotations.mask(track, f)
                 if mask is not None:

@@ -141,7 +141,7 @@ class Camera(Video):
     def frames(self) -> Iterator[np.ndarray]:
         capture = cv2.VideoCapture(self.target)
         if not capture.isOpened():
-            raise CicoError("cannot open the camera or stream", self.target)
+            raise CicoError("cannot open the camera or stream", str(self.target))
         try:
             fps = capture.get(cv2.CAP_PROP_FPS)
             if fps and fps > 0:

@@ -38,14 +38,14 @@ def original_frames(clip: Clip, tracks: Instances, resized: tuple[int, int],
     h4, w4 = masks.shape[-2:]
     valid = masks[..., :int(resized[0] / padded[0] * h4), :int(resized[1] / padded[1] * w4)]
     if k:
-        full = F.interpolate(valid.float().flatten(0, 1)[None], (height, width), mode="bilinear",
-                             align_corners=False)[0] > 0.5
-        full = full.unflatten(0, (k, len(positions))).cpu().numpy()
+        upsampled = F.interpolate(valid.float().flatten(0, 1)[None], (height, width), mode="bilinear",
+                                  align_corners=False)[0] > 0.5
+        full = upsampled.unflatten(0, (k, len(positions))).cpu().numpy()
     else:
         full = np.zeros((0, len(positions), height, width), dtype=bool)
-    boxes = tracks.boxes[:, positions].float()  # [k, F, 4] normalised on the padded canvas
-    scale = boxes.new_tensor([padded[1] / resized[1], padded[0] / resized[0]] * 2)
-    boxes = ((boxes * scale).clamp(0, 1) * boxes.new_tensor([width, height] * 2)).long().cpu().numpy()
+    normalised = tracks.boxes[:, positions].float()  # [k, F, 4] normalised on the padded canvas
+    scale = normalised.new_tensor([padded[1] / resized[1], padded[0] / resized[0]] * 2)
+    boxes = ((normalised * scale).clamp(0, 1) * normalised.new_tensor([width, height] * 2)).long().cpu().numpy()
     ids = tracks.ids.cpu().numpy()
     labels = tracks.labels.cpu().numpy()
     scores = tracks.scores.float().cpu().numpy()

@@ -40,7 +40,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig | No
     dict with ``extra`` entries added (e.g. ``optimizer=..., epoch=...``).
     """
     path = Path(path)
-    config = config if config is not None else model.config
+    if config is None:
+        if not isinstance(model.config, ModelConfig):
+            raise ValueError("the model has no ModelConfig: pass config=")
+        config = model.config
     state = {k: v.detach() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         if extra:

@@ -27,7 +27,7 @@ BackboneName = Literal["resnet18", "resnet50", "resnet101", "swin_t"]
 
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
 CLASSIFIERS: tuple[str, ...] = get_args(Classifier)
-MASK_HEADS: tuple[str, ...] = get_args(MaskHead)
+MASK_HEADS: tuple[MaskHead, ...] = get_args(MaskHead)
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,17 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _reference_preset(mask_head: str, backbone: str, dataset: str) -> ModelConfig:
+_REFERENCE_BACKBONES: dict[str, BackboneName] = {"r50": "resnet50", "r101": "resnet101", "swint": "swin_t"}
+
+
+def _reference_preset(mask_head: MaskHead, backbone: str, dataset: str) -> ModelConfig:
     """One of the 18 reference configs ``configs/CiCo/cico_{mask_head}_{backbone}_{dataset}.py``."""
     classes = {"yt19": YTVIS2019_CLASSES, "yt21": YTVIS2021_CLASSES, "ovis": OVIS_CLASSES}[dataset]
     swin = backbone == "swint"
     # CondInst-Swin narrows FPN and heads to 192; Yolact-Swin keeps 256 but its proto_net is 192 wide.
     fpn = 192 if swin and mask_head == "condinst" else 256
     return ModelConfig(
-        backbone={"r50": "resnet50", "r101": "resnet101", "swint": "swin_t"}[backbone],
+        backbone=_REFERENCE_BACKBONES[backbone],
         num_classes=len(classes),
         class_names=classes,
         classifier="softmax" if dataset == "ovis" else "sigmoid",
@@ -161,7 +164,7 @@ def _reference_preset(mask_head: str, backbone: str, dataset: str) -> ModelConfi
     )
 
 
-def _tiny_preset(mask_head: str) -> ModelConfig:
+def _tiny_preset(mask_head: MaskHead) -> ModelConfig:
     return ModelConfig(
         backbone="resnet18",
         num_classes=8,
@@ -180,7 +183,7 @@ def _tiny_preset(mask_head: str) -> ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     f"cico_{head}_{backbone}_{dataset}": _reference_preset(head, backbone, dataset)
-    for head in ("yolact", "condinst")
+    for head in MASK_HEADS
     for backbone in ("r50", "r101", "swint")
     for dataset in ("yt19", "yt21", "ovis")
 }

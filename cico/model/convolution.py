@@ -46,8 +46,11 @@ _TILE = 4  # output tile side; input tiles are _TILE + 2
 def _tile_transforms(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The 2D input and output tile transforms, as matrices on flattened tiles: ``Bᵀ⊗Bᵀ [36, 36]``,
     ``Aᵀ⊗Aᵀ [16, 36]``."""
-    bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
-    return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
+    # cached: made outside inference mode, so that a first call under torch.inference_mode() does not
+    # leave inference tensors that a later autograd computation cannot use
+    with torch.inference_mode(False):
+        bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
+        return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
 
 
 def winograd_kernels(weight: Tensor) -> Tensor:

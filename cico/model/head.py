@@ -76,8 +76,9 @@ class ClipPredictionHead(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, ClipConv3d)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.prior_prob is not None:
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if self.prior_prob is not None and self.conf_layer.bias is not None:
             nn.init.constant_(self.conf_layer.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
 
     def _flatten(self, x: Tensor, channels: int) -> Tensor:

@@ -108,7 +108,7 @@ def _condinst_logits(feats: Tensor, gauss: Tensor, params: Tensor, clip_frames: 
     plus the Gaussian channel's contribution; layers 1 and 2 are batched matmuls with fused bias.
     """
     n, c = params.shape[0], CONDINST_CHANNELS
-    w0, w1, w2, b0, b1, b2 = torch.split(params, CONDINST_SPLITS, dim=1)
+    w0, w1, w2, b0, b1, b2 = torch.split(params, list(CONDINST_SPLITS), dim=1)
     w0 = w0.reshape(n, c, c + 1)  # out-channel major; input channel 0 is the Gaussian map
     gauss_term = torch.addcmul(b0[:, :, None], w0[:, :, 0, None], gauss[:, None, :])  # [n, c, P]
     # In-place bias/ReLU are autograd-safe here: mm and baddbmm do not save their outputs.

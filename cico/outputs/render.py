@@ -47,14 +47,14 @@ def draw_frame(frame: FrameResult, class_names: Sequence[str], alpha: float = MA
     thickness = max(1, min(out.shape[:2]) // 240)
     for j in order[::-1]:
         track_id, label = int(frame.ids[j]), int(frame.labels[j])
-        colour = track_colour(track_id)
+        box_colour = track_colour(track_id)
         x1, y1, x2, y2 = (int(v) for v in frame.boxes[j])
         if frame.tracked[j] == 0:
-            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+            cv2.rectangle(out, (x1, y1), (x2, y2), box_colour, thickness)
         else:
-            _dotted_rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+            _dotted_rectangle(out, (x1, y1), (x2, y2), box_colour, thickness)
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
-        _label(out, f"{name}: {frame.scores[j]:.2f}: {track_id}", (x1, y1), colour)
+        _label(out, f"{name}: {frame.scores[j]:.2f}: {track_id}", (x1, y1), box_colour)
     return out
 
 

@@ -88,4 +88,4 @@ def _write_video(predictor: VideoPredictor, video: Video, out_dir: Path, results
         renderer.close()
     if dump_tracker:
         with atomic_write(out_dir / "tracker" / f"{video.name}.npz") as tmp:
-            np.savez(tmp, **dump)
+            np.savez(tmp, **dump)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle

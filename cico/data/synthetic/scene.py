@@ -261,8 +261,8 @@ def render_video(index: int, seed: int = 0, config: SceneConfig = SceneConfig())
         amodal.append([full_frame(p, config.size) for p in full])
     masks_nt = np.stack([np.stack(m) for m in masks], axis=1)  # [N, T, H, W]
     amodal_nt = np.stack([np.stack(m) for m in amodal], axis=1)
-    seen = masks_nt.any(axis=(1, 2, 3))
+    seen = np.asarray(masks_nt.any(axis=(1, 2, 3)))
     return SyntheticVideo(
         frames=np.stack(frames), masks=masks_nt[seen], amodal=amodal_nt[seen],
-        category_ids=[obj.category_id for obj, keep in zip(scene.objects, seen) if keep],
+        category_ids=[obj.category_id for obj, keep in zip(scene.objects, seen.tolist()) if keep],
     )
