@@ -19,6 +19,7 @@ import torchvision
 from cico.cli import main
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
+from cico.data.transforms import TrainAugmentation
 from cico.errors import CicoError
 from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
@@ -226,7 +227,8 @@ def test_a_few_iterations_decrease_the_loss_on_a_fixed_batch(preset: str, amp: t
     train, _ = synthetic
     model = build_model(preset, num_classes=3, normalization="rgb", **SMALL).train()
     data = ClipDataset(train, train.parent / "JPEGImages",
-                       ClipDataConfig(min_size=64, max_size=96, normalization="rgb", expand_prob=0.0))
+                       ClipDataConfig(augment=TrainAugmentation(min_size=64, max_size=96, normalization="rgb",
+                                                                expand_prob=0.0)))
     batch = data.collate_fn([data[0], data[7]])
     criterion = CiCoLoss.for_model(model.config)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

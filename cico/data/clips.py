@@ -31,19 +31,17 @@ from torch.utils.data import Dataset
 from ..errors import CicoError
 from .annotations import Annotations, Track, load_annotations
 from .sources import read_image
-from .transforms import FlipMode, Normalization, TrainAugmentation, pad_to, padded_size
+from .transforms import TrainAugmentation, pad_to, padded_size
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipDataConfig:
-    """Training-clip options (defaults: the reference's, except the flip direction, spec §4.4).
+    """Training-clip options (defaults: the reference's, except the flip direction).
 
     Attributes:
         clip_frames: ``T``, frames per clip.
-        min_size, max_size: the resize (spec §4.4).
-        flip: ``"horizontal"``, ``"vertical"`` (★ the reference's) or ``"none"``.
-        flip_prob, expand_prob: probabilities of the flip and of the expand/crop step.
-        normalization: ``"reference"`` (the channel-order quirk) or ``"rgb"``; must match the model.
+        augment: the clip augmentation (resize, flip, expand/crop, normalisation), used as given; its
+            normalisation must match the model's.
         size_divisor: batches are padded to a multiple of this.
         seed: base seed of every random decision.
         max_attempts: clip draws per item before giving up on finding an object (then the clip is
@@ -51,12 +49,7 @@ class ClipDataConfig:
     """
 
     clip_frames: int = 3
-    min_size: int = 384
-    max_size: int = 640
-    flip: FlipMode = "horizontal"
-    flip_prob: float = 0.5
-    expand_prob: float = 0.5
-    normalization: Normalization = "reference"
+    augment: TrainAugmentation = TrainAugmentation()
     size_divisor: int = 32
     seed: int = 0
     max_attempts: int = 10
@@ -163,8 +156,7 @@ class ClipDataset(Dataset[ClipSample]):
         self.config = config or ClipDataConfig()
         if self.config.clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {self.config.clip_frames}")
-        self.augment = TrainAugmentation(self.config.min_size, self.config.max_size, self.config.flip,
-                                         self.config.flip_prob, self.config.expand_prob, self.config.normalization)
+        self.augment = self.config.augment
         self.epoch = 0
         where = self.annotations.path or "annotations"
         if not self.annotations.has_gt:

@@ -192,7 +192,7 @@ PRESETS["tiny_condinst"] = _tiny_preset("condinst")
 
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The preset called ``name``, with ``overrides`` applied by :func:`dataclasses.replace`.
+    """A copy of the preset called ``name``, with ``overrides`` applied by :func:`dataclasses.replace`.
 
     Overriding ``num_classes`` without ``class_names`` resets the names to ``class_1 .. class_C``.
 
@@ -207,9 +207,7 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 def with_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
-    """``config`` with ``overrides`` applied (``num_classes`` alone resets ``class_names``)."""
-    if not overrides:
-        return config
+    """A copy of ``config`` with ``overrides`` applied (``num_classes`` alone resets ``class_names``)."""
     if "num_classes" in overrides and "class_names" not in overrides:
         overrides["class_names"] = ()
     if isinstance(overrides.get("detect"), dict):

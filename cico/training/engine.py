@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from ..data.annotations import Annotations, annotations_to_dict, load_annotations
 from ..data.clips import ClipBatch, ClipDataConfig, ClipDataset
+from ..data.transforms import TrainAugmentation
 from ..errors import CicoError
 from ..fileio import atomic_write
 from ..model.checkpoint import load_checkpoint, save_checkpoint
@@ -171,11 +172,12 @@ class Trainer:
             raise CicoError("no training data: give --ann FILE --frames DIR or --dataset NAME --data-root DIR")
         train_ann = load_annotations(cfg.train_ann)
         base = self._model_config(train_ann)
-        data = ClipDataConfig(
-            clip_frames=base.clip_frames, min_size=cfg.data.min_size or base.min_size,
-            max_size=cfg.data.max_size or base.max_size, flip=cfg.data.flip, flip_prob=cfg.data.flip_prob,
-            expand_prob=cfg.data.expand_prob, normalization=base.normalization,
-            size_divisor=base.size_divisibility, seed=cfg.seed)
+        augment = TrainAugmentation(
+            min_size=cfg.data.min_size or base.min_size, max_size=cfg.data.max_size or base.max_size,
+            flip=cfg.data.flip, flip_prob=cfg.data.flip_prob, expand_prob=cfg.data.expand_prob,
+            normalization=base.normalization)
+        data = ClipDataConfig(clip_frames=base.clip_frames, augment=augment, size_divisor=base.size_divisibility,
+                              seed=cfg.seed)
         val = load_annotations(cfg.val_ann) if cfg.val_ann else None
         if val is not None and val.category_ids != train_ann.category_ids:
             raise CicoError("the held-out split's categories differ from the training annotations", cfg.val_ann)
