@@ -27,7 +27,7 @@ SHIPPED_MODELS = {"demo": "demo_tiny_yolact.safetensors"}
 class DemoData:
     """Generator settings of the demo videos; the shipped model was trained on the same settings."""
 
-    videos: int = 48  # about 100 objects: with 8 videos (16 objects) one model scored anywhere in 0.32-0.53
+    videos: int = 48  # about 100 objects: enough for a stable AP (a few videos give a noisy one)
     frames: int = 12
     size: tuple[int, int] = (128, 224)
     classes: int = 3

@@ -142,8 +142,8 @@ class ClipResult:
     frames: list[FrameResult]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The clip's detections and tracker outputs as arrays, named like the golden ``tracker_outputs.npz``
-        (``frame_ids``, ``det_class``, ``det_score``, ``trk_box_ids``, ``trk_class``, ``trk_score``,
+        """The clip's detections and tracker outputs as arrays, named as ``cico predict --dump-tracker``
+        writes them (``frame_ids``, ``det_class``, ``det_score``, ``trk_box_ids``, ``trk_class``, ``trk_score``,
         ``trk_tracked_mask``, ``trk_box``, ``trk_box_cir``)."""
         dets, tracks = self.detections, self.tracks
         values = {"frame_ids": torch.as_tensor(self.frame_ids), "det_class": dets.labels,

@@ -1,7 +1,7 @@
 """``cico convert REF.pth OUT --preset NAME``: import a reference CiCo checkpoint.
 
 Reads a reference ``.pth`` (a plain state dict, or one under ``state_dict`` / ``model``; current or legacy
-key names, spec §7), maps its names to cico's, checks every tensor against the preset's network, and
+key names), maps its names to cico's, checks every tensor against the preset's network, and
 writes a cico checkpoint (``.pth``, or ``.safetensors`` by the suffix of OUT) that holds the preset's
 config, so ``--weights OUT`` alone is enough afterwards. Weights of another preset (CondInst for Yolact,
 OVIS for YouTube-VIS, R101 for R50, ...) are refused with the presets they do fit.

@@ -1,6 +1,6 @@
 """YouTube-VIS / OVIS annotation files: typed reading, validation and writing.
 
-The format (spec §4.1, ``ytvis_eval.md`` §1) is one JSON object with
+The format (YouTube-VIS, also used by OVIS) is one JSON object with
 
 * ``videos``: ``id``, ``file_names`` (frame paths relative to the frames folder), ``length``,
   ``width``, ``height``;
@@ -11,7 +11,7 @@ The format (spec §4.1, ``ytvis_eval.md`` §1) is one JSON object with
   (``[x, y, w, h]`` or ``None``), ``areas`` and optionally ``occlusion``.
 
 Classes get contiguous 1-based labels in the order of the sorted category ids (the reference's
-``cat2label``, spec §1.6); :meth:`Annotations.category_id_of` maps a label back to the file's id, so
+``cat2label``); :meth:`Annotations.category_id_of` maps a label back to the file's id, so
 outputs always carry the file's own category ids.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Track:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def has_valid_box(self, frame: int) -> bool:
-        """Whether frame ``frame`` counts for training (spec §4.1): box given, area > 0, w >= 1, h >= 1."""
+        """Whether frame ``frame`` counts for training: box given, area > 0, w >= 1, h >= 1."""
         box, area = self.bboxes[frame], self.areas[frame]
         return box is not None and area is not None and area > 0 and box[2] >= 1 and box[3] >= 1
 

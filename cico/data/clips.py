@@ -1,17 +1,17 @@
 """Training clips: a torch ``Dataset`` of ``T``-frame clips with their object tubes, and the batch collate.
 
-Follows the reference's ``YTVOSDataset`` (spec §4.2-4.6):
+Follows the reference's ``YTVOSDataset``:
 
-* the items are the (video, frame) pairs with at least one valid non-crowd box (§4.2);
+* the items are the (video, frame) pairs with at least one valid non-crowd box;
 * each item samples ``T - 1`` reference frames from the window ``range(-T//2, (T+1)//2) \\ {0}``
-  (``{-2, -1, +1}`` for ``T = 3``; ★ asymmetric like the reference) among valid items, padding by
+  (``{-2, -1, +1}`` for ``T = 3``; asymmetric like the reference) among valid items, padding by
   repetition when too few exist; the clip is the sorted list of the ``T`` frame indices;
-* every object of the clip becomes a tube (§4.3): masks and boxes per frame, zeros where absent;
-  boxes use the reference's inclusive ``[x, y, x+w-1, y+h-1]`` (spec §4.1, ★ §9.2-20), normalised;
+* every object of the clip becomes a tube: masks and boxes per frame, zeros where absent;
+  boxes use the reference's inclusive ``[x, y, x+w-1, y+h-1]``, normalised;
 * :class:`~cico.data.transforms.TrainAugmentation` augments the clip; objects without a positive
   box in any frame afterwards are dropped, and a clip left with none is drawn again;
 * :func:`collate` pads a batch to its largest clip rounded up to ``size_divisor`` and rescales the
-  boxes to the padded canvas (§4.6).
+  boxes to the padded canvas.
 
 Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a clip depends only on
 the seed, the epoch (:meth:`ClipDataset.set_epoch`) and the item, never on the DataLoader worker.
@@ -185,7 +185,7 @@ class ClipDataset(Dataset[ClipSample]):
         return partial(collate, size_divisor=self.config.size_divisor)
 
     def sample_clip(self, video_index: int, frame: int, rng: np.random.Generator) -> list[int]:
-        """The sorted ``T`` frame indices of a clip around ``frame`` (spec §4.2).
+        """The sorted ``T`` frame indices of a clip around ``frame``.
 
         Reference frames come from the offsets ``range(-T//2, (T+1)//2)`` without 0 whose frame is
         itself a valid item; ``T - 1`` are drawn without replacement, the list is repeated when
@@ -226,7 +226,7 @@ class ClipDataset(Dataset[ClipSample]):
 
     def _clip(self, video_index: int, frame_ids: list[int], rng: np.random.Generator,
               cache: dict[int, np.ndarray]) -> ClipSample:
-        """Read, build the tubes (spec §4.3), augment and keep the objects with a box left."""
+        """Read, build the tubes, augment and keep the objects with a box left."""
         video = self.videos[video_index]
         frames = [self._frame(video_index, f, cache) for f in frame_ids]
         tracks = [tr for tr in self._tracks[video_index] if any(tr.has_valid_box(f) for f in frame_ids)]

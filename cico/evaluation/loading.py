@@ -5,7 +5,7 @@ compressed RLEs and mask areas. Everything the official ``ytvos.py`` would trip 
 wrong types, missing keys, a malformed RLE, a result on a video the ground truth does not have)
 raises a one-line :class:`~cico.errors.CicoError` naming the file and the place; what the official
 code silently accepts (a result of an unknown category, a GT track of an unknown video or category)
-is accepted the same way. The rules are those of ``/work/shared/spec/ytvis_eval.md`` §1-§2.
+is accepted the same way.
 
 The ground truth is not read through :mod:`cico.data.annotations` on purpose: its checks are those
 of a training file (every list as long as the video, masks of the video's size, no dangling ids),

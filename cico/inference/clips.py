@@ -45,7 +45,7 @@ def split_clips(frames: Iterable[np.ndarray], clip_frames: int, overlap: int) ->
         overlap: ``O``, frames shared by consecutive clips (``0 <= O < T``).
 
     Yields:
-        ``⌈L / (T-O)⌉`` clips (spec §5.1).
+        ``⌈L / (T-O)⌉`` clips.
     """
     if not 0 <= overlap < clip_frames:
         raise ValueError(f"overlap must be in [0, {clip_frames - 1}] for {clip_frames}-frame clips, got {overlap}")

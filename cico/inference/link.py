@@ -1,4 +1,4 @@
-"""Cross-clip linking: the reference's clip-to-clip tracker (``Track_TF``, spec §5.3).
+"""Cross-clip linking: the reference's clip-to-clip tracker (``Track_TF``).
 
 Each clip's detections are matched to the tracks of the previous clips with a MaskTrack-R-CNN style
 score (embedding similarity, detection score, mask IoU, box IoU, same label), computed as matrices:
@@ -10,7 +10,7 @@ score (embedding similarity, detection score, mask IoU, box IoU, same label), co
 
 A "new object" column ``0.5 + c0·s + (c1 + c2)·d + c3`` (``d = 0.3``, halved for small objects) competes
 with the tracks; the best column wins, a detection whose best track was already taken by a better
-detection is dropped (★ quirk 13). Tracks that are not matched are propagated by the "Naive tracker":
+detection is dropped (a quirk of the reference, reproduced). Tracks that are not matched are propagated by the "Naive tracker":
 masks re-generated on the current prototypes with the stored coefficients (crop = previous circumscribed
 box ×1.2, no minimum size; CondInst's Gaussian map from the previous circumscribed box), score ×0.9^T, box
 tube := the last box repeated. A track is output while it was detected in the last ``max(3, 15 // T)``
@@ -20,8 +20,8 @@ Track ids are the rows of the reference's state; rows are only ever appended, so
 clip grow with the number of tracks ever created in the video. ``LinkConfig.retire_after`` (off by
 default) bounds both for long videos and live streams: a track lost for more clips than that leaves the
 memory for good (its id is not reused); this differs from the reference only when such a track would have
-been matched again. When a clip has no detection, nothing is propagated and the stored frame ids go stale
-(★ quirk 13), as in the reference.
+been matched again. When a clip has no detection, nothing is propagated and the stored frame ids go stale,
+as in the reference.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from ..structures import Instances
 
 @dataclass(frozen=True)
 class LinkConfig:
-    """Parameters of the linking (reference values, spec §1.3 and §5.3).
+    """Parameters of the linking (reference values).
 
     Attributes:
         match_coeff: weights ``(c0, c1, c2, c3)`` of detection score, mask IoU, box IoU and same label;
@@ -74,7 +74,7 @@ class LinkConfig:
 
 
 class ClipTracker:
-    """Links per-clip detections into tracks across the clips of one video (spec §5.3).
+    """Links per-clip detections into tracks across the clips of one video.
 
     Call it once per clip, in order; ``is_first`` (the clip starting at frame 0) resets the memory.
 
@@ -122,7 +122,7 @@ class ClipTracker:
             return self._start(dets, ids)
         state = self.state
         state.tracked_mask += 1
-        if len(dets) == 0:  # ★ nothing propagated, frame ids left stale
+        if len(dets) == 0:  # as the reference: nothing propagated, frame ids left stale
             self._retire()
             return dets
         n, m = len(dets), len(state)

@@ -1,4 +1,4 @@
-"""Anchors ("priors") of the clip prediction head (spec §2.4).
+"""Anchors ("priors") of the clip prediction head.
 
 Every location of every FPN level gets one anchor per aspect ratio, 3 cells large:
 ``cx = (x + 0.5) / w_l``, ``cy = (y + 0.5) / h_l``, ``w = 3·sqrt(ar) / w_l``, ``h = 3 / sqrt(ar) / h_l``,

@@ -1,4 +1,4 @@
-"""Backbones returning the C3, C4, C5 feature maps (strides 8, 16, 32; spec §2.2).
+"""Backbones returning the C3, C4, C5 feature maps (strides 8, 16, 32).
 
 * :class:`ResNetBackbone`: torchvision's ResNet-18/50/101 body (stem + 4 stages, no pooling head) with
   trainable ``BatchNorm2d`` as in the reference, or ``FrozenBatchNorm2d`` on request. Module names follow

@@ -1,7 +1,7 @@
 """Model configurations: the :class:`ModelConfig` dataclass and the named presets.
 
 The 18 reference presets ``cico_{yolact,condinst}_{r50,r101,swint}_{yt19,yt21,ovis}`` carry the
-resolved hyper-parameters of the reference configs (spec §1.3-1.4): ResNet-50/101 or Swin-T, a 256-wide
+resolved hyper-parameters of the reference configs: ResNet-50/101 or Swin-T, a 256-wide
 FPN (192 for CondInst-Swin), 4-layer towers, 3 anchors per location, 32 Yolact prototypes or 8 CondInst
 mask features, 64-d track embeddings, T = 3, test size 384/640, the reference input normalisation, and a
 sigmoid (focal) classifier for YouTube-VIS or a softmax one with a background class for OVIS.
@@ -53,7 +53,7 @@ class ModelConfig:
         backbone_width: ResNet stem/first-stage width (stages are 1x, 2x, 4x, 8x it); 64 is the standard
             ResNet, smaller values give a narrow ResNet (no ImageNet weights; the CPU demo recipe uses 32).
         drop_path_rate: stochastic depth of the Swin backbone (the reference's effective value is 0.2).
-        normalization: input normalisation (``reference``: the channel-order quirk, spec §4.5; ``rgb``).
+        normalization: input normalisation (``reference``: the channel-order quirk; ``rgb``).
         min_size, max_size: test-time resize (short side, long-side cap).
         size_divisibility: the padded input size is a multiple of this.
         detect: thresholds of per-clip detection.

@@ -1,5 +1,5 @@
 """Per-clip detection: candidate selection, three cheap filters, clip masks and per-class Fast NMS
-(spec §5.2, the reference's ``Detect`` with ``fast_nms``).
+(the reference's ``Detect`` with ``fast_nms``).
 
 For each clip, every anchor of every frame is a candidate (index ``t*N + n``) that predicts a whole
 tube of ``T`` boxes, one class distribution, one centerness, one set of mask parameters and one
@@ -27,7 +27,7 @@ Classifier = Literal["sigmoid", "softmax"]
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Detection thresholds (reference values: spec §1.3 and §5.2).
+    """Detection thresholds (the reference values).
 
     Attributes:
         score_thresh: a candidate needs a max class probability above this; in NMS the
@@ -48,7 +48,7 @@ class DetectConfig:
         yolact_crop_factor: Yolact masks are cropped to box_cir enlarged by this (1.1 at test).
         condinst_crop_factor: CondInst masks are cropped to box_cir enlarged by this (1.5).
         crop_min_size: minimum width/height of the enlarged crop box (normalised units).
-        fix_nms_cir_permutation: the reference (★ spec §9.2-8) permutes the rows of the
+        fix_nms_cir_permutation: the reference permutes the rows of the
             circumscribed-box IoU into each class's score order but leaves its columns in candidate
             order, so NMS compares a candidate with the wrong circumscribed box. ``False``
             reproduces this for numerical equivalence; ``True`` permutes both axes (the intended
@@ -88,7 +88,7 @@ def detect(
     mask_head: MaskHead,
     config: DetectConfig | None = None,
 ) -> list[Instances]:
-    """Turn raw head outputs into per-clip detections (spec §5.2).
+    """Turn raw head outputs into per-clip detections.
 
     Args:
         outputs: raw outputs for ``B`` clips of ``T`` frames (``conf`` holds logits).

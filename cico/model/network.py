@@ -1,4 +1,4 @@
-"""The CiCo network: backbone -> FPN -> clip prediction head + clip mask head (spec §2), and ``build_model``.
+"""The CiCo network: backbone -> FPN -> clip prediction head + clip mask head, and ``build_model``.
 
 ``CiCo`` takes clips ``[B, T, 3, H, W]`` (``H``, ``W`` multiples of 32, ``T`` fixed per model) and returns
 :class:`~cico.model.outputs.CiCoOutputs`: the raw :class:`~cico.model.outputs.HeadOutputs` always, and in eval

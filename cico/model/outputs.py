@@ -1,6 +1,6 @@
 """The network's outputs: raw head outputs (what the losses and detection read) and the forward's result.
 
-Conventions (spec §2, §5.2): clips are clip-major (frame ``t`` of clip ``b`` is row ``b*T + t``);
+Conventions: clips are clip-major (frame ``t`` of clip ``b`` is row ``b*T + t``);
 boxes are ``(x1, y1, x2, y2)`` normalised to the *padded* network input; class labels are 1-based
 (label ``c`` is logit channel ``c-1`` for sigmoid classifiers, channel ``c`` for softmax ones,
 where channel 0 is the background).

@@ -1,6 +1,6 @@
 """Rendering predictions: an mp4 with coloured masks, boxes and labels, and per-frame PNG id masks.
 
-The drawing follows the reference's ``--display`` (spec §5.6): masks alpha-blended with α = 0.55 in a
+The drawing follows the reference's ``--display``: masks alpha-blended with α = 0.55 in a
 colour chosen by track id (``PALETTE[(id * 5) % 19]``), the highest-scoring track on top; a solid box for a
 track detected in the clip and a dotted one for a propagated track; the text ``class: score: id``.
 
