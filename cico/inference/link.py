@@ -10,11 +10,12 @@ score (embedding similarity, detection score, mask IoU, box IoU, same label), co
 
 A "new object" column ``0.5 + c0·s + (c1 + c2)·d + c3`` (``d = 0.3``, halved for small objects) competes
 with the tracks; the best column wins, a detection whose best track was already taken by a better
-detection is dropped (a quirk of the reference, reproduced). Tracks that are not matched are propagated by the "Naive tracker":
-masks re-generated on the current prototypes with the stored coefficients (crop = previous circumscribed
-box ×1.2, no minimum size; CondInst's Gaussian map from the previous circumscribed box), score ×0.9^T, box
-tube := the last box repeated. A track is output while it was detected in the last ``max(3, 15 // T)``
-clips, its score is above 0.1 and some frame of its mask has more than 3 pixels.
+detection is dropped (a quirk of the reference, reproduced). Tracks that are not matched are propagated
+by the "Naive tracker": masks re-generated on the current prototypes with the stored coefficients
+(crop = previous circumscribed box ×1.2, no minimum size; CondInst's Gaussian map from the previous
+circumscribed box), score ×0.9^T, box tube := the last box repeated. A track is output while it was
+detected in the last ``max(3, 15 // T)`` clips, its score is above 0.1 and some frame of its mask has more
+than 3 pixels.
 
 Track ids are the rows of the reference's state; rows are only ever appended, so memory and the work per
 clip grow with the number of tracks ever created in the video. ``LinkConfig.retire_after`` (off by
