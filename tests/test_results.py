@@ -115,5 +115,7 @@ def test_streamed_entries_equal_the_tracks_and_masks_live_in_the_spill_file():
     with three_clips() as results:
         assert len(results) == 3 and results.length == 5 and results.size == [H, W]
         assert list(results.results()) == [t.to_result() for t in results.tracks()]
-        assert results._spill.tell() == sum(sum(r.lengths) for r in results._records.values())
-    assert results._spill.closed
+        counts = [rle["counts"] for track in results.tracks() for rle in track.segmentations if rle is not None]
+        assert results.spilled == sum(len(c) for c in counts) > 0
+    with pytest.raises(ValueError):  # the spill file is closed
+        results.tracks()

@@ -119,6 +119,11 @@ class VideoResults:
         """Number of tracks so far."""
         return len(self._records)
 
+    @property
+    def spilled(self) -> int:
+        """Bytes of RLE counts written to the spill file so far (the masks are not kept in memory)."""
+        return self._end
+
     def add(self, frames: Sequence[FrameResult]) -> None:
         """Add one clip: its output frames (all with the clip's tracks, in the same order)."""
         if not frames:

@@ -118,7 +118,8 @@ class ClipConv3d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"clip_frames={self.clip_frames}, bias={self.bias is not None}")
 
-    def _implementation(self, x: Tensor) -> str:
+    def resolve_implementation(self, x: Tensor) -> str:
+        """The implementation used for input ``x``: ``implementation``, or what ``"auto"`` picks for it."""
         if self.implementation != "auto":
             return self.implementation
         fast = (x.device.type == "cpu" and x.dtype == torch.float32 and self.kernel_size == 3
@@ -152,7 +153,7 @@ class ClipConv3d(nn.Module):
         frames, pad = self.clip_frames, self.kernel_size // 2
         if x.shape[0] % frames:
             raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
-        implementation = self._implementation(x)
+        implementation = self.resolve_implementation(x)
         if implementation == "conv3d":
             cube = x.unflatten(0, (-1, frames)).transpose(1, 2)
             return F.conv3d(cube, self.weight, self.bias, padding=pad).transpose(1, 2).flatten(0, 1)
