@@ -9,7 +9,6 @@ IoU. The output of each clip is an :class:`~cico.structures.Instances` sorted by
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,9 +115,7 @@ def detect(
     # Thresholds sit close to the scores: detect in at least float32, also inside an autocast region.
     with torch.autocast(device_type=outputs.loc.device.type, enabled=False):
         dtype = torch.promote_types(outputs.loc.dtype, torch.float32)
-        outputs = HeadOutputs(**{
-            f.name: _to_dtype(getattr(outputs, f.name), dtype) for f in dataclasses.fields(outputs)
-        })
+        outputs = outputs.to_dtype(dtype)
         if classifier == "sigmoid":
             probs = torch.sigmoid(outputs.conf)
         else:
@@ -126,10 +123,6 @@ def detect(
         return [
             _detect_clip(outputs, probs, b, clip_frames, mask_head, config) for b in range(num_clips)
         ]
-
-
-def _to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype) if x.is_floating_point() else x
 
 
 def _select_candidates(

@@ -7,8 +7,10 @@ where channel 0 is the background).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from ..structures import Instances
@@ -37,6 +39,11 @@ class HeadOutputs:
     priors: Tensor
     prior_levels: Tensor
     proto: Tensor
+
+    def to_dtype(self, dtype: torch.dtype) -> HeadOutputs:
+        """The outputs with every floating-point tensor in ``dtype`` (``prior_levels`` stays integer)."""
+        return HeadOutputs(**{f.name: value.to(dtype) if value.is_floating_point() else value
+                              for f in dataclasses.fields(self) for value in [getattr(self, f.name)]})
 
 
 @dataclass
