@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from cico.inference.detect import detect
+from cico.model.detect import detect
 from cico.model.outputs import HeadOutputs
 
 T, N, C, H4, W4, CONFIDENT = 3, 15345, 40, 96, 160, 400

@@ -7,7 +7,7 @@ Protocol:
   its class bias raised from the focal prior to ``--conf-bias`` (-2.5) so that every clip has tens of
   detections and the tracker really links (random weights: this measures memory, not accuracy); or
   ``--weights`` for a trained checkpoint.
-* Each video runs in a fresh Python process through ``cico.inference.video.predict_to_dir`` with the
+* Each video runs in a fresh Python process through ``cico.outputs.writer.predict_to_dir`` with the
   ``cico predict`` defaults (T = 3, overlap 1, reference linking): PyAV decoding, preprocessing, network and
   detection, linking, masks back at 360x640, RLE encoding and results.json. The child reports its peak
   resident set size (``ru_maxrss``).
@@ -33,9 +33,10 @@ def child(args: argparse.Namespace) -> None:
 
     from cico.data.sources import VideoFile
     from cico.inference.link import LinkConfig
-    from cico.inference.video import VideoPredictor, predict_to_dir
+    from cico.inference.predictor import VideoPredictor
     from cico.model.checkpoint import load_model
     from cico.model.network import build_model
+    from cico.outputs.writer import predict_to_dir
 
     torch.set_num_threads(args.threads)
     if args.weights:
@@ -76,7 +77,8 @@ def main() -> None:
         for frames in args.frames:
             video = write_moving_shapes(Path(tmp) / f"shapes_{frames}.mp4", frames, SIZE)
             command = [sys.executable, __file__, "--child", "--video", str(video),
-                       "--out", str(Path(tmp) / f"out_{frames}"), "--conf-bias", str(args.conf_bias), "--threads", str(args.threads)]
+                       "--out", str(Path(tmp) / f"out_{frames}"), "--conf-bias", str(args.conf_bias),
+                       "--threads", str(args.threads)]
             if args.weights:
                 command += ["--weights", args.weights]
             if args.retire_after is not None:

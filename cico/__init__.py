@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .inference.video import VideoPredictor
+    from .inference.predictor import VideoPredictor
 
 # name -> module; imported on first use
 _LAZY = {"build_model": "cico.model.network", "evaluate": "cico.evaluation"}
@@ -27,10 +27,10 @@ def load(weights: str | Path = "demo", device: str = "cpu", **options: Any) -> V
         weights: a cico checkpoint (``.pt``/``.pth``/``.safetensors``: a training run's ``final.pt``, a
             converted published checkpoint) or the name of a shipped model.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        options: passed to :class:`cico.inference.video.VideoPredictor` (``overlap``, ``batch_clips``,
+        options: passed to :class:`cico.inference.predictor.VideoPredictor` (``overlap``, ``batch_clips``,
             ``amp``, ``channels_last``, ``score_thresh``, ...).
     """
-    from .inference.video import load as load_predictor
+    from .inference.predictor import load as load_predictor
 
     return load_predictor(weights, device, **options)  # the checkpoint reader resolves shipped names
 

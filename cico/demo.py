@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from .weights import shipped_weights
+
 
 @dataclass(frozen=True)
 class DemoData:
     """Generator settings of the demo videos; the shipped model was trained on the same settings."""
 
-    videos: int = 48  # about 100 objects: with 8 videos (16 objects) one model scored anywhere in 0.32-0.53
+    videos: int = 48  # about 100 objects: enough for a stable AP (a few videos give a noisy one)
     frames: int = 12
     size: tuple[int, int] = (128, 224)
     classes: int = 3
@@ -47,7 +47,7 @@ def _write_gif(mp4: Path, gif: Path, scale: int, fps: float) -> Path:
     """A looping GIF of a rendered mp4, upscaled ``scale``x (nearest) for legibility."""
     import av
 
-    from .outputs.render import write_gif
+    from .media import write_gif
 
     with av.open(str(mp4)) as container:
         frames = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
@@ -67,23 +67,25 @@ def run_demo(out_dir: str | Path, video: str | Path | None = None, data: DemoDat
     """
     import time
 
-    from .data.sources import dataset_videos, open_source
+    from .data.sources import Video, dataset_videos, open_source
     from .data.synthetic import make_synthetic
     from .evaluation import evaluate
-    from .inference.video import load, predict_to_dir
+    from .inference.predictor import load
+    from .outputs.writer import predict_to_dir
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = load(shipped_weights("demo"), device)
     fps = 6.0
+    videos: list[Video]
     if video is None:
         from .data.annotations import load_annotations
 
         ann_file = make_synthetic(out_dir / "data", data.videos, data.frames, data.size, seed=data.seed,
                                   classes=data.classes, max_objects=data.max_objects, overwrite=True, workers=1)
         annotations = load_annotations(ann_file)
-        videos = dataset_videos(annotations, ann_file.parent / "JPEGImages", fps=fps)
+        videos = list(dataset_videos(annotations, ann_file.parent / "JPEGImages", fps=fps))
         category_ids = [annotations.category_id_of(label) for label in range(1, annotations.num_classes + 1)]
     else:
         videos = open_source(video)

@@ -13,5 +13,6 @@ class CicoError(Exception):
     """A problem with the user's input, reported as one line and exit code 2."""
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
-        text = f"{path}: {message}" if path is not None else message
-        super().__init__(" ".join(str(text).split()))
+        self.problem = " ".join(str(message).split())  # the message without the path
+        text = f"{path}: {self.problem}" if path is not None else self.problem
+        super().__init__(text)

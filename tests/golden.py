@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 CASE_KINDS = ("preprocess", "cico", "e2e", "train")
 
 

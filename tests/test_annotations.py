@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from cico.data.annotations import (
     annotation_problems,
@@ -19,7 +20,6 @@ from cico.data.annotations import (
 )
 from cico.data.rle import encode
 from cico.errors import CicoError
-from conftest import SHARED
 
 DAVIS = SHARED / "data" / "davis2016_mini"
 OVIS = SHARED / "data" / "ovis_annotation_sample" / "annotations_train.json"
@@ -112,7 +112,7 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
     assert [c["id"] for c in written["categories"]] == [7, 3, 10]  # file ids and order kept
     assert [t["category_id"] for t in written["annotations"]] == [10, 3]
     assert written["annotations"][1]["segmentations"] == data["annotations"][1]["segmentations"]
-    assert not list((tmp_path / "out").glob(".*.tmp"))
+    assert not list((tmp_path / "out").glob(".*partial*"))
 
 
 def test_test_split_without_annotations(tmp_path: Path) -> None:

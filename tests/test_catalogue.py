@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cico.data.catalogue import (
-    DATASETS,
-    OVIS_CLASSES,
-    YTVIS2019_CLASSES,
-    YTVIS2021_CLASSES,
-    add_dataset_arguments,
-    locate,
-    resolve_dataset,
-)
+from cico.commands.options import add_dataset_arguments, resolve_dataset
+from cico.constants import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
+from cico.data.catalogue import DATASETS, locate
 from cico.errors import CicoError
 
 

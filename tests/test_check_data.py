@@ -8,11 +8,11 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from cico.cli import main
 from cico.data.check import check_dataset
 from cico.data.rle import encode
-from conftest import SHARED
 
 DAVIS = SHARED / "data" / "davis2016_mini"
 

@@ -10,12 +10,12 @@ import textwrap
 
 import pytest
 import torch
+from conftest import REPO
 
-from cico.inference.detect import DetectConfig, detect
 from cico.model.box_coder import center_size, encode
+from cico.model.detect import DetectConfig, detect
 from cico.model.masks import crop_masks, enlarge_boxes
 from cico.model.outputs import HeadOutputs
-from conftest import REPO
 
 H = W = 32
 
@@ -211,7 +211,7 @@ def test_unknown_classifier_or_mask_head_is_rejected():
 _MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, torch
     torch.set_num_threads(2)
-    from cico.inference.detect import detect
+    from cico.model.detect import detect
     from cico.model.outputs import HeadOutputs
 
     def rss_mb():

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cico.commands.sharding import share
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
+from cico.data.transforms import TrainAugmentation
 from cico.model.checkpoint import load_model
 from cico.model.network import build_model
 from cico.training.losses import CiCoLoss
@@ -38,7 +39,8 @@ def _setup(ann: Path):
     torch.manual_seed(0)
     model = build_model("tiny_condinst", num_classes=3, normalization="rgb", **SMALL).train()
     data = ClipDataset(ann, ann.parent / "JPEGImages",
-                       ClipDataConfig(min_size=64, max_size=96, normalization="rgb", expand_prob=0.0))
+                       ClipDataConfig(augment=TrainAugmentation(min_size=64, max_size=96, normalization="rgb",
+                                                                expand_prob=0.0)))
     batch = data.collate_fn([data[i] for i in (0, 5, 9, 14)])  # the global batch: 4 clips
     return model, batch, CiCoLoss.for_model(model.config)
 

@@ -20,6 +20,7 @@ from cico.cli import main
 from cico.commands.sharding import held_out_evaluator
 from cico.data.clips import ClipDataConfig, ClipDataset
 from cico.data.synthetic import make_synthetic
+from cico.data.transforms import TrainAugmentation
 from cico.errors import CicoError
 from cico.model.checkpoint import load_checkpoint, load_model
 from cico.model.network import build_model
@@ -203,7 +204,7 @@ def test_coco_checkpoint_and_imagenet_resnet_from_local_files(tmp_path: Path) ->
     with pytest.raises(CicoError, match="does not fit the resnet18 backbone"):
         load_imagenet_backbone(model, tmp_path / "resnet50.pth")
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CicoError, match="not a readable weights file"):
+    with pytest.raises(CicoError, match="not a readable PyTorch checkpoint"):
         load_imagenet_backbone(model, tmp_path / "broken.pth")
 
     # a frame-level checkpoint in the reference's legacy names: 2D protonet convs, 12-channel bbox layer
@@ -242,7 +243,8 @@ def test_a_few_iterations_decrease_the_loss_on_a_fixed_batch(preset: str, amp: t
     train, _ = synthetic
     model = build_model(preset, num_classes=3, normalization="rgb", **SMALL).train()
     data = ClipDataset(train, train.parent / "JPEGImages",
-                       ClipDataConfig(min_size=64, max_size=96, normalization="rgb", expand_prob=0.0))
+                       ClipDataConfig(augment=TrainAugmentation(min_size=64, max_size=96, normalization="rgb",
+                                                                expand_prob=0.0)))
     batch = data.collate_fn([data[0], data[7]])
     criterion = CiCoLoss.for_model(model.config)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

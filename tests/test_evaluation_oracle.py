@@ -133,7 +133,7 @@ def oracle(gt: dict, results: list) -> dict:
                 for dind, d in enumerate(d_list):
                     iou = min([t, 1 - 1e-10])
                     m = -1
-                    for gind, g in enumerate(g_list):
+                    for gind, _g in enumerate(g_list):
                         if gtm[tind, gind] > 0 and not iscrowd[gind]:
                             continue
                         if m > -1 and gt_ig[m] == 0 and gt_ig[gind] == 1:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from pycocotools import mask as mask_utils
 
 from cico.data.rle import encode
 from cico.evaluation import EvaluationWarning, evaluate
 from cico.evaluation.loading import Track
 from cico.evaluation.video_iou import video_iou
-from conftest import SHARED
 
 EPS_ONE = 1.0 / (1.0 + np.spacing(1))  # 0.9999999999999998
 H, W = 8, 10
@@ -370,7 +370,7 @@ def test_ovis_gt_against_itself() -> None:
 
 
 def test_prediction_tracks_are_accepted_as_results() -> None:
-    from cico.outputs.results import Track as PredictedTrack
+    from cico.inference.tracks import Track as PredictedTrack
 
     track = PredictedTrack(video_id=1, track_id=0, category_id=1, category_name="c1", score=0.7,
                            segmentations=[seg(A), None])  # fmt: skip

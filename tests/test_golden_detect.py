@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cico.inference.detect import detect
-from cico.model.outputs import ClipDetections, HeadOutputs
 from conftest import GOLDEN_DIR
 from golden import network_cases
+
+from cico.model.detect import detect
+from cico.model.outputs import HeadOutputs
+from cico.structures import Instances as ClipDetections
 
 
 def _network_cases() -> list:

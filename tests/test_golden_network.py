@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN_DIR
+from golden import network_cases, preset_name, read_manifest, read_npz, write_reference_checkpoint
 
 from cico.cli import main
 from cico.model.checkpoint import load_model
-from golden import network_cases, preset_name, read_manifest, read_npz, write_reference_checkpoint
-
-from conftest import GOLDEN_DIR
 
 CASES = network_cases(GOLDEN_DIR)
 RAW_KEYS = ("loc", "conf_logits", "conf_score_max", "centerness", "mask_coeff", "track", "proto")

@@ -29,6 +29,7 @@ from pycocotools import mask as mask_utils
 
 from cico.data.annotations import parse_annotations
 from cico.data.clips import ClipBatch, ClipDataConfig, ClipDataset, reference_object_order
+from cico.data.transforms import TrainAugmentation
 from cico.data.rle import decode, encode
 from cico.model.checkpoint import model_from_state_dict, reference_to_cico
 from cico.model.config import get_preset
@@ -211,7 +212,8 @@ def _davis_dataset(sequence: str, frames: list[int], extra: list[dict[str, Any]]
         davis["id"] = object_id
     video = dict(video, length=len(frames), file_names=[video["file_names"][f] for f in frames])
     data = dict(full, videos=[video], annotations=[davis, *[dict(a, video_id=video["id"]) for a in extra]])
-    config = ClipDataConfig(min_size=MIN_SIZE, max_size=MAX_SIZE, flip="none", flip_prob=0.0, expand_prob=0.0)
+    config = ClipDataConfig(augment=TrainAugmentation(min_size=MIN_SIZE, max_size=MAX_SIZE, flip="none", flip_prob=0.0,
+                                                      expand_prob=0.0))
     return ClipDataset(parse_annotations(data), DAVIS / "JPEGImages", config)
 
 

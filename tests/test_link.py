@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cico.inference.link import ClipTracker, LinkConfig
-from cico.model.outputs import ClipDetections
+from cico.structures import Instances
 
 T, H, W = 3, 20, 20
 
@@ -26,7 +26,7 @@ def embed(angle: float) -> torch.Tensor:
 
 
 def dets(boxes: list[list[float]], labels: list[int], scores: list[float], angles: list[float],
-         coeff: list[float] | None = None, proto_value: float = 10.0, kind: str = "yolact") -> ClipDetections:
+         coeff: list[float] | None = None, proto_value: float = 10.0, kind: str = "yolact") -> Instances:
     """Detections whose boxes are constant over the clip and whose masks fill their boxes.
 
     The prototypes are one constant channel, so a track re-generated with coefficient +1 fills its
@@ -36,7 +36,7 @@ def dets(boxes: list[list[float]], labels: list[int], scores: list[float], angle
     tube = torch.tensor(boxes, dtype=torch.float32).reshape(n, 4)[:, None].repeat(1, T, 1)
     masks = torch.stack([box_mask(b) for b in boxes]).reshape(n, H, W)[:, None].repeat(1, T, 1, 1)
     dim = 1 if kind == "yolact" else 161
-    return ClipDetections(
+    return Instances(
         labels=torch.tensor(labels, dtype=torch.int64).reshape(n),
         scores=torch.tensor(scores, dtype=torch.float32).reshape(n),
         boxes=tube,
@@ -44,7 +44,10 @@ def dets(boxes: list[list[float]], labels: list[int], scores: list[float], angle
         masks=masks,
         track=torch.stack([embed(a) for a in angles]).reshape(n, 2),
         mask_coeff=torch.tensor(coeff if coeff is not None else [1.0] * n).reshape(n, 1).repeat(1, dim),
-        prior_levels=torch.zeros(n),
+        prior_levels=torch.zeros(n, dtype=torch.int64),
+        centerness=torch.ones(n),
+        ids=torch.full((n,), -1, dtype=torch.int64),
+        tracked_mask=torch.zeros(n, dtype=torch.int64),
         proto=torch.full((H, W, T, dim if kind == "yolact" else 8), proto_value),
     )
 
@@ -60,7 +63,7 @@ def test_first_clip_outputs_every_detection_with_row_ids():
     assert out.ids.tolist() == [0, 1]
     assert out.labels.tolist() == [1, 2]
     assert out.tracked_mask.tolist() == [0, 0]
-    assert tracker.state.frame_ids.tolist() == [0, 1, 2]
+    assert tracker.frame_ids.tolist() == [0, 1, 2]
     assert out.masks.shape == (2, T, H, W)
 
 
@@ -75,7 +78,7 @@ def test_overlapping_clip_matches_same_object_and_appends_new_one():
     assert out.scores.tolist() == pytest.approx([0.6, 0.45, 0.3])
     assert out.tracked_mask.tolist() == [0, 0, 0]
     assert len(tracker.state) == 3
-    assert tracker.state.frame_ids.tolist() == [2, 3, 4]
+    assert tracker.frame_ids.tolist() == [2, 3, 4]
 
 
 def test_greedy_deduplication_drops_the_weaker_claimant():
@@ -166,16 +169,13 @@ def test_score_threshold_and_mask_area_end_the_output_of_propagated_tracks():
 def test_no_detections_quirk_skips_propagation_and_leaves_frame_ids_stale():
     tracker = ClipTracker("yolact", T)
     tracker(dets([A], [1], [0.9], [0.0]), [0, 1, 2], is_first=True)
-    empty = dets([A], [1], [0.9], [0.0])
-    empty = ClipDetections(*(getattr(empty, f)[:0] if f != "proto" else empty.proto for f in
-                             ("labels", "scores", "boxes", "boxes_cir", "masks", "track", "mask_coeff",
-                              "prior_levels", "proto")))
+    empty = dets([A], [1], [0.9], [0.0])[:0]
     out = tracker(empty, [2, 3, 4], is_first=False)
     assert len(out) == 0
     state = tracker.state
     assert state.tracked_mask.tolist() == [1]
     assert state.scores.tolist() == pytest.approx([0.9])  # not decayed
-    assert state.frame_ids.tolist() == [0, 1, 2]  # stale
+    assert tracker.frame_ids.tolist() == [0, 1, 2]  # stale
     # next clip [4, 5, 6] does not overlap the stale ids: first-frame/last-frame box IoU path
     out = tracker(dets([A], [1], [0.8], [0.0]), [4, 5, 6], is_first=False)
     assert out.ids.tolist() == [0] and out.tracked_mask.tolist() == [0]
@@ -199,8 +199,7 @@ def test_is_first_resets_and_empty_first_clip_defers_the_start():
     out = tracker(dets([C], [3], [0.5], [1.0]), [0, 1, 2], is_first=True)
     assert out.ids.tolist() == [0] and len(tracker.state) == 1
     d = dets([C], [3], [0.5], [1.0])
-    empty = ClipDetections(d.labels[:0], d.scores[:0], d.boxes[:0], d.boxes_cir[:0], d.masks[:0], d.track[:0],
-                           d.mask_coeff[:0], d.prior_levels[:0], d.proto)
+    empty = d[:0]
     assert len(tracker(empty, [0, 1, 2], is_first=True)) == 0 and tracker.state is None
     out = tracker(d, [2, 3, 4], is_first=False)  # no state yet: starts like a first clip
     assert out.ids.tolist() == [0]
@@ -226,10 +225,7 @@ def test_retire_after_forgets_lost_tracks_and_never_reuses_ids():
     out = tracker(dets([A, B], [1, 2], [0.99, 0.5], [0.0, 2.0]), [6, 7, 8], is_first=False)
     assert out.ids.tolist() == [1, 2] and tracker.next_id == 3
     # everything retired (no detection clips also age tracks), then a fresh start keeps counting
-    empty = dets([A], [1], [0.9], [0.0])
-    empty = ClipDetections(empty.labels[:0], empty.scores[:0], empty.boxes[:0], empty.boxes_cir[:0],
-                           empty.masks[:0], empty.track[:0], empty.mask_coeff[:0], empty.prior_levels[:0],
-                           empty.proto)
+    empty = dets([A], [1], [0.9], [0.0])[:0]
     tracker(empty, [8, 9, 10], is_first=False)
     tracker(empty, [10, 11, 12], is_first=False)
     assert len(tracker.state) == 0

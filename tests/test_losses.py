@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from cico.model.box_coder import center_size, decode, encode
 from cico.model.outputs import HeadOutputs
 from cico.training.losses import (
-    LossConfig,
     CiCoLoss,
+    LossConfig,
     box_area_pixels,
     centerness_bce,
     diou_loss,

@@ -50,12 +50,12 @@ def test_clip_conv3d_equals_conv3d(frames: int, implementation: str) -> None:
 def test_clip_conv3d_auto_implementation() -> None:
     conv = ClipConv3d(2, 2, 3)
     x = torch.zeros(3, 2, 4, 4)
-    assert conv._implementation(x) == "taps"  # gradients on: training path
+    assert conv.resolve_implementation(x) == "taps"  # gradients on: training path
     with torch.no_grad():
-        assert conv._implementation(x) == "winograd"
-        assert conv._implementation(x.double()) == "taps"
+        assert conv.resolve_implementation(x) == "winograd"
+        assert conv.resolve_implementation(x.double()) == "taps"
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert conv._implementation(x) == "taps"
+            assert conv.resolve_implementation(x) == "taps"
 
 
 def test_clip_conv3d_rejects_partial_clips() -> None:

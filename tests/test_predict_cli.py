@@ -14,9 +14,9 @@ from cico.cli import main
 from cico.data.rle import decode
 from cico.data.sources import open_source
 from cico.data.synthetic import make_synthetic
-from tests.conftest import SHARED
 from cico.model.checkpoint import save_checkpoint
 from cico.model.config import get_preset
+from tests.conftest import SHARED
 from tests.video_helpers import disc_frames, tiny_checkpoint, tiny_model, write_frames, write_mp4
 
 
@@ -75,7 +75,7 @@ def test_failure_mid_video_leaves_previous_outputs_intact(weights: Path, tmp_pat
     out.mkdir()
     (out / "results.json").write_text("[]\n")
     assert predict(weights, frames, out, "--render") == 2
-    assert "00003.png: cannot decode the image" in error_line(capsys)
+    assert "00003.png: cannot be decoded as an image" in error_line(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]
     assert (out / "results.json").read_text() == "[]\n"
 
@@ -88,6 +88,11 @@ def test_bad_inputs_are_one_line_errors(weights: Path, tmp_path: Path, capsys):
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
     empty = tmp_path / "empty"
     empty.mkdir()
+    truncated = tmp_path / "truncated"  # cv2.imread would return its last frame half grey
+    truncated.mkdir()
+    for i, frame in enumerate(disc_frames(3)):
+        data = cv2.imencode(".jpg", frame)[1].tobytes()
+        (truncated / f"{i:05d}.jpg").write_bytes(data if i < 2 else data[: len(data) // 2])
     not_ckpt = tmp_path / "weights.pth"
     not_ckpt.write_bytes(b"\x00not a checkpoint")
     other = save_checkpoint(tmp_path / "other.pth", tiny_model(), config=get_preset("tiny_condinst", num_classes=2))
@@ -97,6 +102,7 @@ def test_bad_inputs_are_one_line_errors(weights: Path, tmp_path: Path, capsys):
         (lambda: predict(weights, text, out), "text.mp4: not a readable video"),
         (lambda: predict(weights, cut, out), "cut.mp4: "),
         (lambda: predict(weights, empty, out), "no .jpg/.png frames"),
+        (lambda: predict(weights, truncated, out), "00002.jpg: cannot be decoded as an image (truncated"),
         (lambda: predict(weights, tmp_path / "nothing.mp4", out), "nothing.mp4: no such file"),
         (lambda: predict(not_ckpt, video, out), "weights.pth"),
         (lambda: predict(tmp_path / "missing.pth", video, out), "missing.pth"),
@@ -123,7 +129,8 @@ def test_eval_writes_results_zip_and_scores(weights: Path, tmp_path: Path, capsy
     ann = make_synthetic(tmp_path / "data", videos=2, frames=2, size=(72, 128), seed=3, classes=2, workers=1)
     capsys.readouterr()
     out = tmp_path / "eval"
-    assert main(["eval", "--weights", str(weights), "--ann", str(ann), "--frames", str(tmp_path / "data" / "JPEGImages"),
+    frames = str(tmp_path / "data" / "JPEGImages")
+    assert main(["eval", "--weights", str(weights), "--ann", str(ann), "--frames", frames,
                  "--out", str(out), "--quiet", "--json"]) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     stats = json.loads(stdout[-1])
@@ -138,7 +145,7 @@ def test_eval_writes_results_zip_and_scores(weights: Path, tmp_path: Path, capsy
     del gt["annotations"]
     no_gt = tmp_path / "test.json"
     no_gt.write_text(json.dumps(gt))
-    assert main(["eval", "--weights", str(weights), "--ann", str(no_gt), "--frames", str(tmp_path / "data" / "JPEGImages"),
+    assert main(["eval", "--weights", str(weights), "--ann", str(no_gt), "--frames", frames,
                  "--out", str(tmp_path / "eval2"), "--quiet"]) == 0
     assert "no ground truth" in capsys.readouterr().out
     assert (tmp_path / "eval2" / "submission.zip").exists()

@@ -2,16 +2,17 @@
 round-trip through JSON; ``build_model`` accepts names, configs and overrides."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 import cico
-from cico.data.catalogue import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
-from cico.model.checkpoint import empty_model
+from cico.constants import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
+from cico.inference.predictor import VideoPredictor
 from cico.model.config import PRESETS, ModelConfig, get_preset
+from cico.model.network import empty_model
 
 # spec §2.10 (verified by instantiating the reference): tensors in the state dict, parameters, and
 # parameters of backbone / fpn / ProtoNet / prediction_layers
@@ -105,4 +106,14 @@ def test_build_model_from_name_config_and_overrides() -> None:
     trainer_config = replace(PRESETS["tiny_yolact"], num_classes=2, class_names=("cat", "dog"))
     assert cico.build_model(trainer_config).config.class_names == ("cat", "dog")
     assert cico.build_model(trainer_config, detect={"score_thresh": 0.2}).config.detect.score_thresh == 0.2
-    assert isinstance(next(model.parameters()), torch.nn.Parameter)
+
+
+def test_presets_cannot_be_changed_through_a_config_model_or_predictor() -> None:
+    config = get_preset("tiny_yolact")
+    assert config == PRESETS["tiny_yolact"] and config is not PRESETS["tiny_yolact"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.detect.score_thresh = 0.5  # type: ignore[misc]
+    model = cico.build_model("tiny_yolact")
+    predictor = VideoPredictor(model, score_thresh=0.3)
+    assert predictor.detect_config.score_thresh == 0.3 and predictor.tracker.config.score_thresh == 0.3
+    assert model.config.detect.score_thresh == PRESETS["tiny_yolact"].detect.score_thresh == 0.1

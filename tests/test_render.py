@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cico.data.sources import open_source
-from cico.inference.video import FrameResult
-from cico.outputs.render import (MASK_ALPHA, PALETTE_RGB, Mp4Writer, RenderStyle, draw_frame, id_mask, place_labels,
-                                 shown_tracks, track_colour, write_png)
+from cico.media import Mp4Writer
+from cico.outputs.render import (MASK_ALPHA, PALETTE_RGB, RenderStyle, draw_frame, id_mask, place_labels, shown_tracks,
+                                 track_colour, write_png)
+from cico.structures import FrameResult
 
 
 def frame_with(ids, scores, masks, tracked=None, size=(120, 160)):
@@ -50,7 +51,10 @@ def test_masks_blended_with_alpha_best_score_on_top():
 def test_propagated_track_gets_a_dotted_box():
     solid = draw_frame(frame_with([1], [0.5], [np.zeros((120, 160), bool)]), ["a"])
     dotted = draw_frame(frame_with([1], [0.5], [np.zeros((120, 160), bool)], tracked=[2]), ["a"])
-    column = lambda image: (image[92:116, 100] != 100).any(axis=1).sum()
+
+    def column(image):
+        return (image[92:116, 100] != 100).any(axis=1).sum()
+
     assert column(solid) > column(dotted) > 0
 
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cico.data.rle import area, decode
-from cico.inference.video import FrameResult
-from cico.outputs.results import ResultsWriter, Track, VideoResults
+from cico.inference.tracks import Track, VideoResults
+from cico.outputs.results import ResultsWriter
+from cico.structures import FrameResult
 
 H, W = 6, 8
 
@@ -83,12 +85,12 @@ def test_results_writer_streams_and_moves_into_place(tmp_path: Path):
     tracks = three_clips().tracks()
     with ResultsWriter(path) as writer:
         writer.write(tracks[:2])
-        assert not path.exists() and (tmp_path / "out" / "results.json.partial").exists()
+        assert [p.name for p in path.parent.iterdir()] == [f".results.{os.getpid()}.partial.json"]
         writer.write([tracks[2].to_result()])
     data = json.loads(path.read_text())
     assert [d["category_id"] for d in data] == [10, 10, 30]
     assert data[2]["segmentations"][0] is None
-    assert not (tmp_path / "out" / "results.json.partial").exists()
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
 
 
 def test_interrupted_writer_keeps_the_previous_results(tmp_path: Path):
@@ -113,5 +115,7 @@ def test_streamed_entries_equal_the_tracks_and_masks_live_in_the_spill_file():
     with three_clips() as results:
         assert len(results) == 3 and results.length == 5 and results.size == [H, W]
         assert list(results.results()) == [t.to_result() for t in results.tracks()]
-        assert results._spill.tell() == sum(sum(r.lengths) for r in results._records.values())
-    assert results._spill.closed
+        counts = [rle["counts"] for track in results.tracks() for rle in track.segmentations if rle is not None]
+        assert results.spilled == sum(len(c) for c in counts) > 0
+    with pytest.raises(ValueError):  # the spill file is closed
+        results.tracks()

@@ -55,7 +55,7 @@ def test_frame_folder_errors_name_the_file(tmp_path: Path):
     (video,) = open_source(tmp_path)
     frames = video.frames()
     next(frames), next(frames)  # the good frames come first: reading is lazy
-    with pytest.raises(CicoError, match=r"00002.png: cannot decode the image"):
+    with pytest.raises(CicoError, match=r"00002.png: cannot be decoded as an image"):
         next(frames)
 
 

@@ -5,12 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 from cico.cli import main
 from cico.data.annotations import annotations_to_dict, load_annotations, parse_annotations
 from cico.data.split import held_out_split
 from cico.errors import CicoError
-from conftest import SHARED
 
 DAVIS_ANN = SHARED / "data" / "davis2016_mini" / "instances.json"
 

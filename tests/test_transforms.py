@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN_DIR
+from golden import cases, network_cases, read_manifest
 
 from cico.data import transforms
 from cico.data.transforms import TrainAugmentation, fill_value, normalize, pad_to, padded_size, resize_shape
-from conftest import GOLDEN_DIR
-from golden import cases, network_cases, read_manifest
+from cico.inference.clips import Clip
+from cico.inference.predictor import clip_inputs
+from cico.model.config import get_preset
 
 
 def _read(path) -> np.ndarray:
@@ -51,7 +55,7 @@ def test_golden_preprocess_384x640_is_bitwise(case: Path) -> None:
     (source,) = spec["from_frames"]
     frame = _read(case / source)
     expected = _npz(case / "outputs.npz", "x_384x640")
-    x = transforms.test_transform(frame, spec["min_size"], spec["max_size"], "reference")
+    x = transforms.preprocess_frame(frame, spec["min_size"], spec["max_size"], "reference")
     assert list(x.shape[1:]) == spec["resize_hw"]
     x = pad_to(x, padded_size(*spec["resize_hw"], 32, *spec["pad_hw"]))[None]
     assert x.dtype == torch.float32 and tuple(x.shape) == expected.shape
@@ -69,7 +73,9 @@ def test_golden_network_input(case: Path) -> None:
         clip = read_manifest(net_case)["clip"]
         expected = _npz(net_case / "input.npz", "x")
         height, width = clip["input_hw"]
-        x, resized = transforms.test_clip(frames, height, width, "reference")
+        config = replace(get_preset("tiny_yolact"), min_size=height, max_size=width, normalization="reference")
+        x, resized, _ = clip_inputs([Clip(0, list(range(len(frames))), frames, [])], config)  # the predictor's path
+        x = x[0]
         assert list(resized) == clip["resized_hw"], net_case.name
         assert tuple(x.shape) == expected.shape, net_case.name
         assert np.abs(x.numpy() - expected).max() <= 1e-5, net_case.name
@@ -150,7 +156,7 @@ def test_resize_keeps_boxes_and_masks_consistent() -> None:
     ys, xs = np.nonzero(out_masks[0, 0])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (5, 14, 10, 24)
     assert not out_masks[0, 1].any()
-    expected = transforms.test_transform(frames[0], 60, 100, "reference").numpy()
+    expected = transforms.preprocess_frame(frames[0], 60, 100, "reference").numpy()
     np.testing.assert_array_equal(images[0], expected)  # same resize+normalise as the test path
 
 

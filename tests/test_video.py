@@ -9,8 +9,10 @@ import torch
 
 from cico.data.rle import decode
 from cico.data.sources import Video
-from cico.inference.link import TrackedClip
-from cico.inference.video import Clip, VideoPredictor, original_frames, split_clips
+from cico.inference.clips import Clip, split_clips
+from cico.inference.postprocess import original_frames
+from cico.inference.predictor import VideoPredictor
+from cico.structures import Instances
 from tests.video_helpers import disc_frames, tiny_model, write_frames
 
 
@@ -79,8 +81,10 @@ def test_masks_and_boxes_back_at_the_original_resolution():
     masks[1, :, 89:] = 1.0  # only the padding
     masks[1, 1, :10, :10] = 0.9  # a corner in frame 1
     boxes = torch.tensor([[0.0, 0.0, 1.0, 359 / 384], [0.5, 0.0, 1.2, 0.5]])[:, None].repeat(1, 3, 1)
-    tracks = TrackedClip(torch.tensor([0, 3]), torch.tensor([1, 2]), torch.tensor([0.5, 0.3]), boxes,
-                         boxes[:, 0], masks, torch.tensor([0, 2]))
+    tracks = Instances(labels=torch.tensor([1, 2]), scores=torch.tensor([0.5, 0.3]), boxes=boxes,
+                       boxes_cir=boxes[:, 0], masks=masks, track=torch.zeros(2, 4), mask_coeff=torch.zeros(2, 4),
+                       prior_levels=torch.zeros(2, dtype=torch.int64), centerness=torch.ones(2),
+                       ids=torch.tensor([0, 3]), tracked_mask=torch.tensor([0, 2]), proto=torch.zeros(96, 160, 3, 4))
     frames = original_frames(clip, tracks, (359, 640), (384, 640))
     assert [f.frame_id for f in frames] == [0, 1]
     assert frames[0].masks.shape == (2, 480, 854)
@@ -116,7 +120,7 @@ def streamed(model):
 
 
 def test_stream_outputs_each_frame_once_at_its_size(streamed):
-    assert [r.clip.frame_ids for r in streamed] == [[0, 1, 2], [2, 3, 4], [4, 4, 4]]
+    assert [r.frame_ids for r in streamed] == [[0, 1, 2], [2, 3, 4], [4, 4, 4]]
     frames = [f for r in streamed for f in r.frames]
     assert [f.frame_id for f in frames] == [0, 1, 2, 3, 4]
     assert sum(len(r.detections) for r in streamed) > 0, "the test model should detect something"

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import torch
 
+from cico.media import Mp4Writer
 from cico.model.checkpoint import save_checkpoint
 from cico.model.network import CiCo, build_model
-from cico.outputs.render import Mp4Writer
 
 CLASS_NAMES = ("disc", "square")
 

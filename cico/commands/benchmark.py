@@ -71,7 +71,7 @@ def moving_shapes(frames: int, size: tuple[int, int], seed: int = 0):
 
 def write_moving_shapes(path: Path, frames: int, size: tuple[int, int], fps: float = 30.0) -> Path:
     """An H.264 mp4 of :func:`moving_shapes`."""
-    from ..outputs.render import Mp4Writer
+    from ..media import Mp4Writer
 
     with Mp4Writer(path, fps) as writer:
         for image in moving_shapes(frames, size):
@@ -84,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.transforms import padded_size, resize_shape
     from ..inference.link import LinkConfig
-    from ..inference.video import ClipResult, VideoPredictor
+    from ..inference.predictor import VideoPredictor
     from ..model.checkpoint import load_model
     from ..model.config import get_preset
     from ..model.network import build_model
+    from ..structures import ClipResult
 
     size = parse_size(args.size)
     if min(size) < 2:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.catalogue import add_dataset_arguments, resolve_dataset
 from ..data.check import check_dataset
+from .options import add_dataset_arguments, resolve_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"annotations: {paths.ann_file}")
     print(f"frames:      {paths.frames_dir}")
-    tracks = f"tracks: {report.tracks} (crowd {report.crowd_tracks})" if report.has_gt else "no annotations (test split)"
+    tracks = (f"tracks: {report.tracks} (crowd {report.crowd_tracks})" if report.has_gt
+              else "no annotations (test split)")
     print(f"videos: {report.videos}  frames: {report.frames}  {tracks}")
     if report.has_gt:
         counts = [f"{name} {n}" for name, n in report.tracks_per_class.items() if n]

@@ -1,7 +1,7 @@
 """``cico convert REF.pth OUT --preset NAME``: import a reference CiCo checkpoint.
 
 Reads a reference ``.pth`` (a plain state dict, or one under ``state_dict`` / ``model``; current or legacy
-key names, spec §7), maps its names to cico's, checks every tensor against the preset's network, and
+key names), maps its names to cico's, checks every tensor against the preset's network, and
 writes a cico checkpoint (``.pth``, or ``.safetensors`` by the suffix of OUT) that holds the preset's
 config, so ``--weights OUT`` alone is enough afterwards. Weights of another preset (CondInst for Yolact,
 OVIS for YouTube-VIS, R101 for R50, ...) are refused with the presets they do fit.
@@ -9,8 +9,6 @@ OVIS for YouTube-VIS, R101 for R50, ...) are refused with the presets they do fi
 from __future__ import annotations
 
 import argparse
-import pickle
-import zipfile
 from pathlib import Path
 
 from ..errors import CicoError
@@ -27,19 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
-    from ..model.checkpoint import (ConversionReport, FORMAT, empty_model, match_state_dict, matching_presets,
-                                    model_from_state_dict, reference_to_cico, save_checkpoint, unwrap_state_dict)
+    from ..model.checkpoint import FORMAT, model_from_state_dict, read_torch_file, save_checkpoint
     from ..model.config import get_preset
+    from ..model.convert import (
+        ConversionReport,
+        match_state_dict,
+        matching_presets,
+        reference_to_cico,
+        unwrap_state_dict,
+    )
+    from ..model.network import empty_model
 
     src: Path = args.reference
-    if not src.is_file():
-        raise CicoError("reference checkpoint not found", src)
-    try:
-        obj = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as err:
-        raise CicoError(f"not a readable PyTorch checkpoint ({type(err).__name__})", src) from None
+    obj = read_torch_file(src)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         raise CicoError("already a cico checkpoint; nothing to convert", src)
     try:

@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.catalogue import add_dataset_arguments
 from .evaluate import evaluate_reporting_warnings, print_report
+from .options import add_dataset_arguments
 from .predict import WEIGHTS_HELP, add_inference_arguments, build_predictor, dataset_source, resolve_device
 
 if TYPE_CHECKING:

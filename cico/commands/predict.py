@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..data.catalogue import add_dataset_arguments
 from ..errors import CicoError
+from .options import add_dataset_arguments
 
 if TYPE_CHECKING:
     import torch
@@ -59,10 +59,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_predictor(args: argparse.Namespace, live: bool = False):
-    """The :class:`~cico.inference.video.VideoPredictor` described by the inference options."""
+    """The :class:`~cico.inference.predictor.VideoPredictor` described by the inference options."""
 
     from ..inference.link import LinkConfig
-    from ..inference.video import VideoPredictor
+    from ..inference.predictor import VideoPredictor
     from ..model.checkpoint import load_model
 
     device, line = resolve_device(args.device)
@@ -91,10 +91,11 @@ def build_predictor(args: argparse.Namespace, live: bool = False):
 def dataset_source(args: argparse.Namespace, num_classes: int):
     """Videos, category ids and annotations of the dataset options (see :mod:`cico.data.catalogue`)."""
     from ..data.annotations import load_annotations
-    from ..data.catalogue import resolve_dataset
     from ..data.sources import dataset_videos
+    from .options import resolve_dataset
 
     paths = resolve_dataset(args)
+    assert paths.ann_file is not None and paths.frames_dir is not None  # resolve_dataset checked both
     annotations = load_annotations(paths.ann_file)
     if annotations.num_classes != num_classes:
         raise CicoError(f"the dataset has {annotations.num_classes} categories but the model predicts "
@@ -104,8 +105,8 @@ def dataset_source(args: argparse.Namespace, num_classes: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.sources import Camera, open_source
-    from ..inference.video import predict_to_dir
+    from ..data.sources import Camera, Video, open_source
+    from ..outputs.writer import predict_to_dir
 
     uses_dataset = bool(args.dataset or args.ann or args.frames)
     if (args.source is None) == (not uses_dataset):
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                         "(--dataset NAME --data-root DIR, or --ann FILE --frames DIR)")
     if uses_dataset:
         return _run_dataset(args)
-    videos: Sequence = open_source(args.source, fps=args.fps)
+    videos: Sequence[Video] = open_source(args.source, fps=args.fps)
     predictor = build_predictor(args, live=any(isinstance(v, Camera) for v in videos))
     summary = predict_to_dir(predictor, videos, args.out, render=render_option(args),
                              save_masks=args.save_masks, dump_tracker=args.dump_tracker, progress=not args.quiet)

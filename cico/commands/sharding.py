@@ -22,7 +22,8 @@ import torch.distributed as dist
 from ..data.annotations import annotations_to_dict
 from ..data.sources import Video, dataset_videos
 from ..evaluation import evaluate
-from ..inference.video import RunSummary, VideoPredictor, predict_to_dir
+from ..inference.predictor import VideoPredictor
+from ..outputs.writer import RunSummary, predict_to_dir
 from ..model.network import CiCo
 from ..outputs.results import ResultsWriter
 from ..training.distributed import Distributed
@@ -56,7 +57,7 @@ def share(videos: Sequence[Video], rank: int, world_size: int) -> list[Video]:
 
 def predict_sharded(predictor: VideoPredictor, videos: Sequence[Video], out_dir: Path, env: Distributed,
                     **options: Any) -> RunSummary | None:
-    """:func:`~cico.inference.video.predict_to_dir` of ``videos`` sharded over the processes.
+    """:func:`~cico.outputs.writer.predict_to_dir` of ``videos`` sharded over the processes.
 
     Every process must call it; returns the summary of the whole split on the main process, ``None``
     elsewhere. ``options`` are those of ``predict_to_dir``.

@@ -21,8 +21,9 @@ from ..data.annotations import Annotations, load_annotations
 from ..data.sources import FrameFiles, dataset_videos
 from ..errors import CicoError
 from ..evaluation.ytvis import AREA_RANGES
-from ..inference.video import FrameResult
-from ..outputs.render import Mp4Writer, RenderStyle, draw_frame, write_gif
+from ..structures import FrameResult
+from ..media import Mp4Writer, write_gif
+from ..outputs.render import RenderStyle, draw_frame
 
 SIZES = ("small", "medium", "large")
 

@@ -5,9 +5,10 @@ import argparse
 from pathlib import Path
 
 from ..data.annotations import load_annotations, save_annotations
-from ..data.catalogue import add_dataset_arguments, locate, resolve_dataset
+from ..data.catalogue import locate
 from ..data.split import held_out_split
 from ..errors import CicoError
+from .options import add_dataset_arguments, resolve_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         default_train = stem.with_name(stem.name + "_train_sub.json")
         default_held = stem.with_name(stem.name + "_valid_sub.json")
     train_out, held_out = args.train_out or default_train, args.held_out or default_held
+    assert train_out is not None and held_out is not None  # the standard layouts name both files
     for out in (train_out, held_out):
         if out.resolve() == paths.ann_file.resolve():
             raise CicoError("output would replace the input annotation file", out)

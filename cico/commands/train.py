@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.catalogue import add_dataset_arguments, resolve_dataset
 from ..errors import CicoError
+from .options import add_dataset_arguments, resolve_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """YouTube-VIS / OVIS annotation files: typed reading, validation and writing.
 
-The format (spec §4.1, ``ytvis_eval.md`` §1) is one JSON object with
+The format (YouTube-VIS, also used by OVIS) is one JSON object with
 
 * ``videos``: ``id``, ``file_names`` (frame paths relative to the frames folder), ``length``,
   ``width``, ``height``;
@@ -11,22 +11,21 @@ The format (spec §4.1, ``ytvis_eval.md`` §1) is one JSON object with
   (``[x, y, w, h]`` or ``None``), ``areas`` and optionally ``occlusion``.
 
 Classes get contiguous 1-based labels in the order of the sorted category ids (the reference's
-``cat2label``, spec §1.6); :meth:`Annotations.category_id_of` maps a label back to the file's id, so
+``cat2label``); :meth:`Annotations.category_id_of` maps a label back to the file's id, so
 outputs always carry the file's own category ids.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..errors import CicoError
+from ..fileio import atomic_write
 from .rle import RLE, decode, to_rle
 from .rle import area as rle_area
 
@@ -79,7 +78,7 @@ class Track:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def has_valid_box(self, frame: int) -> bool:
-        """Whether frame ``frame`` counts for training (spec §4.1): box given, area > 0, w >= 1, h >= 1."""
+        """Whether frame ``frame`` counts for training: box given, area > 0, w >= 1, h >= 1."""
         box, area = self.bboxes[frame], self.areas[frame]
         return box is not None and area is not None and area > 0 and box[2] >= 1 and box[3] >= 1
 
@@ -218,7 +217,7 @@ def _bytes(rle: RLE) -> RLE:
 # ------------------------------------------------------------------------------------------- validation
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
 
 
@@ -391,14 +390,6 @@ def annotations_to_dict(ann: Annotations) -> dict[str, Any]:
 
 
 def save_annotations(ann: Annotations, path: str | Path) -> None:
-    """Write ``ann`` as JSON, atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(annotations_to_dict(ann), f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``ann`` as JSON, atomically (:class:`~cico.fileio.atomic_write`)."""
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(annotations_to_dict(ann), f, separators=(",", ":"))

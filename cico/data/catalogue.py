@@ -1,38 +1,21 @@
-"""The standard datasets: their folder layouts, class lists, and the dataset command-line options.
+"""The standard datasets: their folder layouts, class lists and splits.
 
-Layouts follow the reference's catalogue (spec §1.5) under a data root, which may be either the
-folder that holds ``YouTube_VOS2019/``, ``YouTube_VOS2021/`` and ``OVIS/`` (the reference's
-``../datasets``) or the dataset's own folder. Class lists are spec §1.6; the contiguous 1-based labels
-follow the sorted category ids of the annotation file (:mod:`cico.data.annotations`), which for the
-official files are ``1..C`` in this order.
+Layouts follow the reference's catalogue under a data root, which may be either the folder that holds
+``YouTube_VOS2019/``, ``YouTube_VOS2021/`` and ``OVIS/`` (the reference's ``../datasets``) or the
+dataset's own folder. The class lists (:mod:`cico.constants`) are the official files'; the contiguous
+1-based labels follow the sorted category ids of the annotation file (:mod:`cico.data.annotations`),
+which for the official files are ``1..C`` in this order.
 
-Any other dataset in the YouTube-VIS format is given by ``--ann FILE --frames DIR``.
+Any other dataset in the YouTube-VIS format is given by ``--ann FILE --frames DIR``
+(:mod:`cico.commands.options`).
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..constants import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
 from ..errors import CicoError
-
-YTVIS2019_CLASSES: tuple[str, ...] = (
-    "person", "giant_panda", "lizard", "parrot", "skateboard", "sedan", "ape", "dog", "snake", "monkey",
-    "hand", "rabbit", "duck", "cat", "cow", "fish", "train", "horse", "turtle", "bear",
-    "motorbike", "giraffe", "leopard", "fox", "deer", "owl", "surfboard", "airplane", "truck", "zebra",
-    "tiger", "elephant", "snowboard", "boat", "shark", "mouse", "frog", "eagle", "earless seal", "tennis_racket",
-)
-YTVIS2021_CLASSES: tuple[str, ...] = (
-    "airplane", "bear", "bird", "boat", "car", "cat", "cow", "deer", "dog", "duck",
-    "earless_seal", "elephant", "fish", "flying_disc", "fox", "frog", "giant_panda", "giraffe", "horse", "leopard",
-    "lizard", "monkey", "motorbike", "mouse", "parrot", "person", "rabbit", "shark", "skateboard", "snake",
-    "snowboard", "squirrel", "surfboard", "tennis_racket", "tiger", "train", "truck", "turtle", "whale", "zebra",
-)
-OVIS_CLASSES: tuple[str, ...] = (
-    "person", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
-    "giraffe", "poultry", "giant panda", "lizard", "parrot", "monkey", "rabbit", "tiger", "fish", "turtle",
-    "bicycle", "motorcycle", "airplane", "boat", "vehicle",
-)
 
 SPLITS: tuple[str, ...] = ("train", "train_sub", "valid_sub", "valid", "test")
 """``train_sub``/``valid_sub`` are the two halves written by ``cico split`` from ``train``."""
@@ -132,53 +115,3 @@ def locate(name: str, data_root: str | Path, split: str = "train") -> DatasetPat
     base = next((c for c in candidates if any((c / s.ann_file).is_file() for s in info.splits.values())),
                 candidates[0])
     return DatasetPaths(base / layout.ann_file, base / layout.frames_dir, name, split, info.class_names, layout.has_gt)
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser, default_split: str = "train") -> None:
-    """Add ``--dataset NAME --data-root DIR --split S`` and ``--ann FILE --frames DIR`` to ``parser``.
-
-    ``--ann``/``--frames`` alone name any YouTube-VIS-format dataset; given together with
-    ``--dataset`` they replace that part of the standard layout.
-    """
-    group = parser.add_argument_group("dataset (a standard one, or any with --ann/--frames)")
-    group.add_argument("--dataset", choices=sorted(DATASETS), help="a standard dataset")
-    group.add_argument("--data-root", type=Path, metavar="DIR",
-                       help="folder holding the dataset folder (e.g. YouTube_VOS2019/) or that folder itself")
-    group.add_argument("--split", choices=SPLITS, default=default_split,
-                       help=f"split of --dataset (default {default_split})")
-    group.add_argument("--ann", type=Path, metavar="FILE", help="annotation JSON in the YouTube-VIS format")
-    group.add_argument("--frames", type=Path, metavar="DIR", help="folder the videos' file_names are relative to")
-
-
-def resolve_dataset(args: argparse.Namespace, split: str | None = None, need_ann: bool = True,
-                    need_frames: bool = True) -> DatasetPaths:
-    """Resolve the options of :func:`add_dataset_arguments` to existing files.
-
-    Args:
-        args: the parsed options.
-        split: resolve this split of ``--dataset`` instead of ``--split`` (e.g. ``valid_sub`` for the
-            periodic evaluation during training).
-        need_ann, need_frames: which of the two must exist.
-
-    Raises:
-        CicoError: options missing or contradictory, or a needed file/folder does not exist.
-    """
-    ann, frames = getattr(args, "ann", None), getattr(args, "frames", None)
-    if getattr(args, "dataset", None):
-        if args.data_root is None and (need_ann and ann is None or need_frames and frames is None):
-            raise CicoError(f"--dataset {args.dataset} needs --data-root DIR")
-        paths = locate(args.dataset, args.data_root or ".", split or args.split)
-        paths = DatasetPaths(ann or paths.ann_file, frames or paths.frames_dir, paths.dataset, paths.split,
-                             paths.class_names, paths.has_gt)
-    else:
-        if need_ann and ann is None:
-            raise CicoError("no dataset given: use --dataset NAME --data-root DIR or --ann FILE --frames DIR")
-        if need_frames and frames is None:
-            raise CicoError("--frames DIR is needed with --ann (the folder the file_names are relative to)")
-        paths = DatasetPaths(ann, frames)
-    if need_ann and not paths.ann_file.is_file():
-        hint = " (write it with 'cico split')" if paths.split in ("train_sub", "valid_sub") else ""
-        raise CicoError(f"annotation file not found{hint}", paths.ann_file)
-    if need_frames and not paths.frames_dir.is_dir():
-        raise CicoError("frames folder not found", paths.frames_dir)
-    return paths

@@ -3,8 +3,8 @@
 Every problem is one line naming the file; the schema checks are
 :func:`cico.data.annotations.annotation_problems`; the frame checks (exists, decodes with OpenCV,
 has the video's width/height) run in a thread pool, because OpenCV decodes without the GIL.
-``cv2.imdecode`` is used rather than ``cv2.imread``: it rejects truncated JPEGs (which ``imread``
-returns half-grey) and prints nothing for missing files.
+Frames are read with cico's one frame reader (:func:`cico.data.sources.read_image`), so a frame that
+fails here also fails in training and inference.
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import cv2
-import numpy as np
-
+from ..errors import CicoError
 from .annotations import _is_int, annotation_problems, read_json
+from .sources import read_image
 
 
 @dataclass
@@ -64,11 +63,9 @@ def _frame_problem(path: Path, height: int, width: int, decode: bool) -> str | N
     if not decode:
         return None
     try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)  # None for truncated files too
-    except OSError as err:
-        return f"cannot be read: {err.strerror}"
-    if image is None:
-        return "cannot be decoded as an image"
+        image = read_image(path)
+    except CicoError as err:
+        return err.problem
     if image.shape[:2] != (height, width):
         return f"is {image.shape[0]}x{image.shape[1]} but the video is {height}x{width}"
     return None
@@ -114,7 +111,7 @@ def check_dataset(ann_file: str | Path, frames_dir: str | Path, decode: bool = T
     tracks = data.get("annotations")
     report.has_gt = isinstance(tracks, list)
     tracks = [t for t in tracks if isinstance(t, dict)] if isinstance(tracks, list) else []
-    categories = data.get("categories") if isinstance(data.get("categories"), list) else []
+    categories = data["categories"] if isinstance(data.get("categories"), list) else []
     names = {c["id"]: str(c.get("name")) for c in categories if isinstance(c, dict) and _is_int(c.get("id"))}
     per_category = Counter(t.get("category_id") for t in tracks)
     report.tracks = len(tracks)

@@ -1,19 +1,18 @@
 """Training clips: a torch ``Dataset`` of ``T``-frame clips with their object tubes, and the batch collate.
 
-Follows the reference's ``YTVOSDataset`` (spec §4.2-4.6):
+Follows the reference's ``YTVOSDataset``:
 
-* the items are the (video, frame) pairs with at least one valid non-crowd box (§4.2);
+* the items are the (video, frame) pairs with at least one valid non-crowd box;
 * each item samples ``T - 1`` reference frames from the window ``range(-T//2, (T+1)//2) \\ {0}``
-  (``{-2, -1, +1}`` for ``T = 3``; ★ asymmetric like the reference) among valid items, padding by
+  (``{-2, -1, +1}`` for ``T = 3``; asymmetric like the reference) among valid items, padding by
   repetition when too few exist; the clip is the sorted list of the ``T`` frame indices;
-* every object of the clip becomes a tube (§4.3): masks and boxes per frame, zeros where absent;
-  boxes use the reference's inclusive ``[x, y, x+w-1, y+h-1]`` (spec §4.1, ★ §9.2-20), normalised;
-  the objects come in the reference's order, that of a Python ``set`` of their ids
-  (:func:`reference_object_order`);
+* every object of the clip becomes a tube: masks and boxes per frame, zeros where absent;
+  boxes use the reference's inclusive ``[x, y, x+w-1, y+h-1]``, normalised; the objects come in the
+  reference's order, that of a Python ``set`` of their ids (:func:`reference_object_order`);
 * :class:`~cico.data.transforms.TrainAugmentation` augments the clip; objects without a positive
   box in any frame afterwards are dropped, and a clip left with none is drawn again;
 * :func:`collate` pads a batch to its largest clip rounded up to ``size_divisor`` and rescales the
-  boxes to the padded canvas (§4.6).
+  boxes to the padded canvas.
 
 Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a clip depends only on
 the seed, the epoch (:meth:`ClipDataset.set_epoch`) and the item, never on the DataLoader worker.
@@ -25,7 +24,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -33,19 +31,18 @@ from torch.utils.data import Dataset
 
 from ..errors import CicoError
 from .annotations import Annotations, Track, load_annotations
-from .transforms import FlipMode, Normalization, TrainAugmentation, pad_to, padded_size
+from .sources import read_image
+from .transforms import TrainAugmentation, pad_to, padded_size
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipDataConfig:
-    """Training-clip options (defaults: the reference's, except the flip direction, spec §4.4).
+    """Training-clip options (defaults: the reference's, except the flip direction).
 
     Attributes:
         clip_frames: ``T``, frames per clip.
-        min_size, max_size: the resize (spec §4.4).
-        flip: ``"horizontal"``, ``"vertical"`` (★ the reference's) or ``"none"``.
-        flip_prob, expand_prob: probabilities of the flip and of the expand/crop step.
-        normalization: ``"reference"`` (the channel-order quirk) or ``"rgb"``; must match the model.
+        augment: the clip augmentation (resize, flip, expand/crop, normalisation), used as given; its
+            normalisation must match the model's.
         size_divisor: batches are padded to a multiple of this.
         seed: base seed of every random decision.
         max_attempts: clip draws per item before giving up on finding an object (then the clip is
@@ -53,12 +50,7 @@ class ClipDataConfig:
     """
 
     clip_frames: int = 3
-    min_size: int = 384
-    max_size: int = 640
-    flip: FlipMode = "horizontal"
-    flip_prob: float = 0.5
-    expand_prob: float = 0.5
-    normalization: Normalization = "reference"
+    augment: TrainAugmentation = TrainAugmentation()
     size_divisor: int = 32
     seed: int = 0
     max_attempts: int = 10
@@ -126,24 +118,6 @@ class ClipBatch:
         return int(self.images.shape[0])
 
 
-def read_frame(path: Path) -> np.ndarray:
-    """A frame as OpenCV reads it (BGR ``uint8 [H, W, 3]``).
-
-    Raises:
-        CicoError: the file is missing or cannot be decoded (truncated files included).
-    """
-    try:
-        data = np.fromfile(path, np.uint8)
-    except FileNotFoundError:
-        raise CicoError("frame file not found", path) from None
-    except OSError as err:
-        raise CicoError(f"cannot read frame: {err.strerror}", path) from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise CicoError("frame cannot be decoded as an image", path)
-    return image
-
-
 def reference_object_order(ids_per_frame: Sequence[Sequence[int]]) -> list[int]:
     """The clip's object ids in the order the reference emits them: iteration order of a ``set``.
 
@@ -200,8 +174,7 @@ class ClipDataset(Dataset[ClipSample]):
         self.config = config or ClipDataConfig()
         if self.config.clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {self.config.clip_frames}")
-        self.augment = TrainAugmentation(self.config.min_size, self.config.max_size, self.config.flip,
-                                         self.config.flip_prob, self.config.expand_prob, self.config.normalization)
+        self.augment = self.config.augment
         self.epoch = 0
         where = self.annotations.path or "annotations"
         if not self.annotations.has_gt:
@@ -230,7 +203,7 @@ class ClipDataset(Dataset[ClipSample]):
         return partial(collate, size_divisor=self.config.size_divisor)
 
     def sample_clip(self, video_index: int, frame: int, rng: np.random.Generator) -> list[int]:
-        """The sorted ``T`` frame indices of a clip around ``frame`` (spec §4.2).
+        """The sorted ``T`` frame indices of a clip around ``frame``.
 
         Reference frames come from the offsets ``range(-T//2, (T+1)//2)`` without 0 whose frame is
         itself a valid item; ``T - 1`` are drawn without replacement, the list is repeated when
@@ -262,7 +235,7 @@ class ClipDataset(Dataset[ClipSample]):
         if frame not in cache:
             video = self.videos[video_index]
             path = self.frames_dir / video.file_names[frame]
-            image = read_frame(path)
+            image = read_image(path)
             if image.shape[:2] != (video.height, video.width):
                 raise CicoError(f"frame is {image.shape[0]}x{image.shape[1]} but video {video.id} is "
                                 f"{video.height}x{video.width} in the annotations", path)
@@ -271,7 +244,7 @@ class ClipDataset(Dataset[ClipSample]):
 
     def _clip(self, video_index: int, frame_ids: list[int], rng: np.random.Generator,
               cache: dict[int, np.ndarray]) -> ClipSample:
-        """Read, build the tubes (spec §4.3), augment and keep the objects with a box left."""
+        """Read, build the tubes, augment and keep the objects with a box left."""
         video = self.videos[video_index]
         frames = [self._frame(video_index, f, cache) for f in frame_ids]
         by_id = {tr.id: tr for tr in self._tracks[video_index]}
@@ -284,7 +257,9 @@ class ClipDataset(Dataset[ClipSample]):
             for i, f in enumerate(frame_ids):
                 if not track.has_valid_box(f):
                     continue
-                x, y, bw, bh = track.bboxes[f]
+                box = track.bboxes[f]
+                assert box is not None  # has_valid_box
+                x, y, bw, bh = box
                 boxes[j, i] = [x / w, y / h, (x + bw - 1) / w, (y + bh - 1) / h]
                 mask = self.annotations.mask(track, f)
                 if mask is not None:

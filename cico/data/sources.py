@@ -141,7 +141,7 @@ class Camera(Video):
     def frames(self) -> Iterator[np.ndarray]:
         capture = cv2.VideoCapture(self.target)
         if not capture.isOpened():
-            raise CicoError("cannot open the camera or stream", self.target)
+            raise CicoError("cannot open the camera or stream", str(self.target))
         try:
             fps = capture.get(cv2.CAP_PROP_FPS)
             if fps and fps > 0:
@@ -156,13 +156,24 @@ class Camera(Video):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """One image file as BGR ``uint8`` ``[H, W, 3]`` (grey images are expanded to three channels)."""
+    """One image file as BGR ``uint8`` ``[H, W, 3]`` (grey images are expanded to three channels).
+
+    The one frame reader of cico (inference, training and ``check-data``): ``cv2.imdecode`` rejects
+    truncated or corrupt files, where ``cv2.imread`` would return a partly grey image.
+
+    Raises:
+        CicoError: the file is missing, unreadable or cannot be decoded (truncated files included).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CicoError("frame file not found", path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except FileNotFoundError:
+        raise CicoError("frame file not found", path) from None
+    except OSError as err:
+        raise CicoError(f"cannot be read: {err.strerror}", path) from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise CicoError("cannot decode the image", path)
+        raise CicoError("cannot be decoded as an image (truncated or corrupt)", path)
     return image
 
 

@@ -1,4 +1,4 @@
-"""Deterministic held-out split of a training annotation file (the "valid_sub" sets, spec §1.5).
+"""Deterministic held-out split of a training annotation file (the "valid_sub" sets).
 
 The reference's comment says "last one-tenth": the held-out part is the last ``int(n * fraction)``
 videos in file order (or the last ``count``), with all their tracks; the rest stays for training.

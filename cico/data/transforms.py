@@ -1,17 +1,17 @@
 """Frame preprocessing: the reference's test transform and its clip-consistent training augmentation.
 
 Everything works on OpenCV BGR frames (``uint8 [H, W, 3]``) with numpy and ``cv2``, like the
-reference (spec §4.4-4.6):
+reference:
 
 * resize with ``cv2.resize`` (``INTER_LINEAR``) on the float32 image so that the short side is
   ``min_size`` unless the long side would then exceed ``max_size`` (:func:`resize_shape`);
 * normalise with the ImageNet constants, either with the reference's channel-order quirk
-  (``"reference"``, spec §4.5: RGB constants applied to BGR data, then BGR->RGB; the published
+  (``"reference"``: RGB constants applied to BGR data, then BGR->RGB; the published
   checkpoints need it) or correctly (``"rgb"``: BGR->RGB first, then normalise);
 * zero-pad bottom/right (:func:`pad_to`, :func:`padded_size`).
 
 Training adds a flip and a random expand/crop, drawn once per clip so that every frame of the clip
-gets the same geometry (:class:`TrainAugmentation`). The reference flips *vertically* (★ spec §4.4);
+gets the same geometry (:class:`TrainAugmentation`). The reference flips *vertically*;
 ``flip="horizontal"`` is the usual choice and the default here, ``"vertical"`` reproduces the
 reference's training.
 """
@@ -26,22 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Normalization = Literal["reference", "rgb"]
-"""Input normalisation of a model: ``"reference"`` (the channel-order quirk) or ``"rgb"`` (correct)."""
+from ..constants import MEANS, NORMALIZATIONS, STD, Normalization
 
 FlipMode = Literal["horizontal", "vertical", "none"]
 """Training flip: ``"horizontal"`` (usual), ``"vertical"`` (the reference's quirk) or ``"none"``."""
 
-NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 FLIP_MODES: tuple[str, ...] = get_args(FlipMode)
-
-# ImageNet mean/std in RGB order (spec §4.5, `augmentations_vis.py` l.7-8).
-MEANS = np.array((123.675, 116.28, 103.53), dtype=np.float32)
-STD = np.array((58.395, 57.12, 57.375), dtype=np.float32)
 
 
 def resize_shape(height: int, width: int, min_size: int = 384, max_size: int = 640) -> tuple[int, int]:
-    """Target ``(H', W')`` of the reference resize (spec §4.4).
+    """Target ``(H', W')`` of the reference resize.
 
     Wide frames (``H/W < min_size/max_size``) get ``W' = max_size``, ``H' = int(H * (max_size/W))``;
     the others ``H' = min_size``, ``W' = int(W * (min_size/H))``. The float expressions follow the
@@ -55,7 +49,7 @@ def resize_shape(height: int, width: int, min_size: int = 384, max_size: int = 6
 def padded_size(height: int, width: int, divisor: int = 32, min_h: int = 0, min_w: int = 0) -> tuple[int, int]:
     """``(max(height, min_h), max(width, min_w))``, each rounded up to a multiple of ``divisor``.
 
-    Test clips use ``min_h, min_w = min_size, max_size`` (spec §4.6: always 384x640 at the standard
+    Test clips use ``min_h, min_w = min_size, max_size`` (always 384x640 at the standard
     size); training batches pad to the batch maximum with no minimum.
     """
     h, w = max(height, min_h), max(width, min_w)
@@ -82,7 +76,7 @@ def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
 
     ``"reference"``: ``(BGR - MEANS) / STD`` with the RGB-order constants, then BGR->RGB, so that
     ``ch0 = (R - 103.53) / 57.375``, ``ch1 = (G - 116.28) / 57.12``, ``ch2 = (B - 123.675) / 58.395``
-    (★ spec §4.5). ``"rgb"``: BGR->RGB, then ``(RGB - MEANS) / STD``.
+    (the reference's quirk). ``"rgb"``: BGR->RGB, then ``(RGB - MEANS) / STD``.
     """
     if normalization == "reference":
         out = ((image - MEANS) / STD)[:, :, ::-1]
@@ -93,7 +87,7 @@ def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
 
-def test_transform(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 640,
+def preprocess_frame(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 640,
                    normalization: Normalization = "reference") -> Tensor:
     """The reference test preprocessing of one frame: ``uint8 [H, W, 3]`` BGR -> float32 ``[3, H', W']``.
 
@@ -103,20 +97,6 @@ def test_transform(frame_bgr: np.ndarray, min_size: int = 384, max_size: int = 6
     h2, w2 = resize_shape(frame_bgr.shape[0], frame_bgr.shape[1], min_size, max_size)
     resized = cv2.resize(frame_bgr.astype(np.float32), (w2, h2), interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(normalize(resized, normalization))
-
-
-def test_clip(frames_bgr: Sequence[np.ndarray], min_size: int = 384, max_size: int = 640,
-              normalization: Normalization = "reference", size_divisor: int = 32) -> tuple[Tensor, tuple[int, int]]:
-    """Preprocess and pad the frames of one test clip (spec §4.6).
-
-    Returns:
-        ``([T, 3, Hp, Wp]`` input, ``(H', W')`` the resized size before padding), padded to
-        ``padded_size(H', W', size_divisor, min_size, max_size)``.
-    """
-    images = [test_transform(frame, min_size, max_size, normalization) for frame in frames_bgr]
-    h2, w2 = images[0].shape[-2:]
-    size = padded_size(h2, w2, size_divisor, min_size, max_size)
-    return torch.stack([pad_to(image, size) for image in images]), (h2, w2)
 
 
 def _resize_each(stack: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -129,11 +109,11 @@ def _resize_each(stack: np.ndarray, height: int, width: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainAugmentation:
-    """Clip-consistent training augmentation (spec §4.4): flip -> resize -> expand/crop -> normalise.
+    """Clip-consistent training augmentation: flip -> resize -> expand/crop -> normalise.
 
     Attributes:
         min_size, max_size: the resize (:func:`resize_shape`).
-        flip: ``"horizontal"`` (default), ``"vertical"`` (★ the reference's flip) or ``"none"``.
+        flip: ``"horizontal"`` (default), ``"vertical"`` (the reference's flip) or ``"none"``.
         flip_prob: probability of flipping the clip.
         expand_prob: probability of the expand/crop step: ``s ~ U(0.5, 1.5)``; ``s <= 1`` shrinks the
             clip into the top-left of a canvas filled with the mean (0 after normalisation), ``s > 1``

@@ -5,7 +5,7 @@ compressed RLEs and mask areas. Everything the official ``ytvos.py`` would trip 
 wrong types, missing keys, a malformed RLE, a result on a video the ground truth does not have)
 raises a one-line :class:`~cico.errors.CicoError` naming the file and the place; what the official
 code silently accepts (a result of an unknown category, a GT track of an unknown video or category)
-is accepted the same way. The rules are those of ``/work/shared/spec/ytvis_eval.md`` §1-§2.
+is accepted the same way.
 
 The ground truth is not read through :mod:`cico.data.annotations` on purpose: its checks are those
 of a training file (every list as long as the video, masks of the video's size, no dangling ids),
@@ -18,7 +18,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -138,6 +138,7 @@ def _track_masks(
         if not seg:  # null, [] and {} all mean "absent" (the official `if a:`)
             rles.append(None)
             continue
+        rle: RLE | None
         if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg:
             rle = seg  # compressed RLE, used as is (the common case, kept fast)
         else:
@@ -157,7 +158,7 @@ def _track_masks(
     areas = np.zeros(n, dtype=np.int64)
     sizes = np.zeros((n, 2), dtype=np.int64)
     if frames:
-        present = [rles[f] for f in frames]
+        present = cast("list[RLE]", [rles[f] for f in frames])  # the frames with a segmentation
         try:
             areas[frames] = mask_utils.area(present)
             sizes[frames] = np.array([rle["size"] for rle in present], dtype=np.int64).reshape(len(frames), 2)

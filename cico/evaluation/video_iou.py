@@ -87,7 +87,7 @@ def video_iou(
         if di.size == 0 or gi.size == 0:
             continue
         iou = np.asarray(
-            mask_utils.iou([dts[i].rles[f] for i in di], [gts[j].rles[f] for j in gi], [0] * gi.size)
+            mask_utils.iou([dts[int(i)].rles[f] for i in di], [gts[int(j)].rles[f] for j in gi], [0] * gi.size)
         )
         pair_area = area_d[di, f][:, None] + area_g[gi, f][None, :]
         same = (size_d[di, f][:, None, :] == size_g[gi, f][None, :, :]).all(-1)

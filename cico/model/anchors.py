@@ -1,4 +1,4 @@
-"""Anchors ("priors") of the clip prediction head (spec §2.4).
+"""Anchors ("priors") of the clip prediction head.
 
 Every location of every FPN level gets one anchor per aspect ratio, 3 cells large:
 ``cx = (x + 0.5) / w_l``, ``cy = (y + 0.5) / h_l``, ``w = 3·sqrt(ar) / w_l``, ``h = 3 / sqrt(ar) / h_l``,
@@ -66,7 +66,7 @@ class AnchorGenerator(nn.Module):
         """Anchors for ``features`` (``[N, F, h_l, w_l]`` each): ``priors [N, 4]`` in the features' device and
         floating dtype (float32 for integer or low-precision inputs keeps the anchors exact enough), and
         ``levels [N]``."""
-        sizes = [tuple(f.shape[-2:]) for f in features]
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
         device = features[0].device
         dtype = torch.float64 if features[0].dtype == torch.float64 else torch.float32
         key = (tuple(sizes), device, dtype)

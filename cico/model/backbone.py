@@ -1,4 +1,4 @@
-"""Backbones returning the C3, C4, C5 feature maps (strides 8, 16, 32; spec §2.2).
+"""Backbones returning the C3, C4, C5 feature maps (strides 8, 16, 32).
 
 * :class:`ResNetBackbone`: torchvision's ResNet-18/50/101 body (stem + 4 stages, no pooling head) with
   trainable ``BatchNorm2d`` as in the reference, or ``FrozenBatchNorm2d`` on request. Module names follow
@@ -13,6 +13,8 @@ block shifts first and pads afterwards, which mixes padding into different windo
 a multiple of 7, so :class:`SwinBlock` overrides just that step.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +57,9 @@ class ResNetBackbone(nn.Module):
         self.bn1 = norm(width)
         inplanes = width
         for i, stage in enumerate(self.layer):
-            block, planes, stride = type(stage[0]), width * 2 ** i, 1 if i == 0 else 2
+            assert isinstance(stage, nn.Sequential)
+            block: Any = type(stage[0])
+            planes, stride = width * 2 ** i, 1 if i == 0 else 2
             out = planes * block.expansion
             downsample = (None if stride == 1 and inplanes == out
                           else nn.Sequential(conv1x1(inplanes, out, stride), norm(out)))
@@ -85,10 +89,12 @@ class SwinBlock(SwinTransformerBlock):
     padded size, rolled back and cropped. Windows and shifts are never shrunk for small maps.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, always_partition=True, dynamic_mask=True, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(always_partition=True, dynamic_mask=True)
+        super().__init__(*args, **kwargs)
         # the reference stores this constant in its state dicts
         index = self.attn.relative_position_index
+        assert isinstance(index, Tensor)
         self.attn.register_buffer("relative_position_index", index, persistent=True)
 
     def _attn(self, x: Tensor) -> Tensor:

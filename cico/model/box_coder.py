@@ -1,4 +1,4 @@
-"""Box conversions and the SSD box coding CiCo uses for its anchor tubes (spec §2.5, §3.3, §5.2).
+"""Box conversions and the SSD box coding CiCo uses for its anchor tubes.
 
 Boxes are normalised to the padded network input. ``x1y1x2y2`` is "point form", ``cxcywh`` is
 "centre-size" form. Every function broadcasts over leading dimensions and keeps the input's device

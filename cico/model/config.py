@@ -1,7 +1,7 @@
 """Model configurations: the :class:`ModelConfig` dataclass and the named presets.
 
 The 18 reference presets ``cico_{yolact,condinst}_{r50,r101,swint}_{yt19,yt21,ovis}`` carry the
-resolved hyper-parameters of the reference configs (spec §1.3-1.4): ResNet-50/101 or Swin-T, a 256-wide
+resolved hyper-parameters of the reference configs: ResNet-50/101 or Swin-T, a 256-wide
 FPN (192 for CondInst-Swin), 4-layer towers, 3 anchors per location, 32 Yolact prototypes or 8 CondInst
 mask features, 64-d track embeddings, T = 3, test size 384/640, the reference input normalisation, and a
 sigmoid (focal) classifier for YouTube-VIS or a softmax one with a background class for OVIS.
@@ -19,17 +19,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
-from ..data.catalogue import OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES
-from ..data.transforms import NORMALIZATIONS, Normalization
-from ..inference.detect import DetectConfig
+from ..constants import NORMALIZATIONS, OVIS_CLASSES, YTVIS2019_CLASSES, YTVIS2021_CLASSES, Normalization
+from .detect import Classifier, DetectConfig
 from .masks import MaskHead
 
 BackboneName = Literal["resnet18", "resnet50", "resnet101", "swin_t"]
-Classifier = Literal["sigmoid", "softmax"]
 
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
 CLASSIFIERS: tuple[str, ...] = get_args(Classifier)
-MASK_HEADS: tuple[str, ...] = get_args(MaskHead)
+MASK_HEADS: tuple[MaskHead, ...] = get_args(MaskHead)
 
 
 @dataclass(frozen=True)
@@ -55,17 +53,17 @@ class ModelConfig:
         backbone_width: ResNet stem/first-stage width (stages are 1x, 2x, 4x, 8x it); 64 is the standard
             ResNet, smaller values give a narrow ResNet (no ImageNet weights; the CPU demo recipe uses 32).
         drop_path_rate: stochastic depth of the Swin backbone (the reference's effective value is 0.2).
-        normalization: input normalisation (``reference``: the channel-order quirk, spec §4.5; ``rgb``).
+        normalization: input normalisation (``reference``: the channel-order quirk; ``rgb``).
         min_size, max_size: test-time resize (short side, long-side cap).
         size_divisibility: the padded input size is a multiple of this.
         detect: thresholds of per-clip detection.
     """
 
-    backbone: str = "resnet50"
+    backbone: BackboneName = "resnet50"
     num_classes: int = 40
     class_names: tuple[str, ...] = ()
-    classifier: str = "sigmoid"
-    mask_head: str = "yolact"
+    classifier: Classifier = "sigmoid"
+    mask_head: MaskHead = "yolact"
     clip_frames: int = 3
     fpn_channels: int = 256
     proto_channels: int = 256
@@ -145,14 +143,17 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _reference_preset(mask_head: str, backbone: str, dataset: str) -> ModelConfig:
+_REFERENCE_BACKBONES: dict[str, BackboneName] = {"r50": "resnet50", "r101": "resnet101", "swint": "swin_t"}
+
+
+def _reference_preset(mask_head: MaskHead, backbone: str, dataset: str) -> ModelConfig:
     """One of the 18 reference configs ``configs/CiCo/cico_{mask_head}_{backbone}_{dataset}.py``."""
     classes = {"yt19": YTVIS2019_CLASSES, "yt21": YTVIS2021_CLASSES, "ovis": OVIS_CLASSES}[dataset]
     swin = backbone == "swint"
     # CondInst-Swin narrows FPN and heads to 192; Yolact-Swin keeps 256 but its proto_net is 192 wide.
     fpn = 192 if swin and mask_head == "condinst" else 256
     return ModelConfig(
-        backbone={"r50": "resnet50", "r101": "resnet101", "swint": "swin_t"}[backbone],
+        backbone=_REFERENCE_BACKBONES[backbone],
         num_classes=len(classes),
         class_names=classes,
         classifier="softmax" if dataset == "ovis" else "sigmoid",
@@ -163,7 +164,7 @@ def _reference_preset(mask_head: str, backbone: str, dataset: str) -> ModelConfi
     )
 
 
-def _tiny_preset(mask_head: str) -> ModelConfig:
+def _tiny_preset(mask_head: MaskHead) -> ModelConfig:
     return ModelConfig(
         backbone="resnet18",
         num_classes=8,
@@ -182,7 +183,7 @@ def _tiny_preset(mask_head: str) -> ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     f"cico_{head}_{backbone}_{dataset}": _reference_preset(head, backbone, dataset)
-    for head in ("yolact", "condinst")
+    for head in MASK_HEADS
     for backbone in ("r50", "r101", "swint")
     for dataset in ("yt19", "yt21", "ovis")
 }
@@ -191,7 +192,7 @@ PRESETS["tiny_condinst"] = _tiny_preset("condinst")
 
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The preset called ``name``, with ``overrides`` applied by :func:`dataclasses.replace`.
+    """A copy of the preset called ``name``, with ``overrides`` applied by :func:`dataclasses.replace`.
 
     Overriding ``num_classes`` without ``class_names`` resets the names to ``class_1 .. class_C``.
 
@@ -206,9 +207,7 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 def with_overrides(config: ModelConfig, **overrides: Any) -> ModelConfig:
-    """``config`` with ``overrides`` applied (``num_classes`` alone resets ``class_names``)."""
-    if not overrides:
-        return config
+    """A copy of ``config`` with ``overrides`` applied (``num_classes`` alone resets ``class_names``)."""
     if "num_classes" in overrides and "class_names" not in overrides:
         overrides["class_names"] = ()
     if isinstance(overrides.get("detect"), dict):

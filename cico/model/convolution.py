@@ -20,9 +20,9 @@ direct convolutions already run at the FMA peak there, so fewer multiplications 
 and ``"taps"`` otherwise (training, GPUs, reduced precision).
 
 Why only the 3D convolutions: the tile transforms are paid once per frame but shared by the 3 temporal taps,
-so a 3D layer runs 2-2.7x faster at the P3-P7 sizes of a 384×640 input; for the 2D 3×3 convs measured here
-Winograd won only with ≥192 output channels on small maps and lost elsewhere (input-transform and memory
-bound), so they stay plain ``nn.Conv2d``.
+which makes Winograd pay off for a 3D layer; for a 2D 3×3 conv the input transform and the memory traffic
+are not shared and outweigh the saved multiplications on most map sizes, so the 2D convs stay plain
+``nn.Conv2d`` (the README reports the measured speeds).
 """
 from __future__ import annotations
 
@@ -46,8 +46,11 @@ _TILE = 4  # output tile side; input tiles are _TILE + 2
 def _tile_transforms(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The 2D input and output tile transforms, as matrices on flattened tiles: ``Bᵀ⊗Bᵀ [36, 36]``,
     ``Aᵀ⊗Aᵀ [16, 36]``."""
-    bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
-    return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
+    # cached: made outside inference mode, so that a first call under torch.inference_mode() does not
+    # leave inference tensors that a later autograd computation cannot use
+    with torch.inference_mode(False):
+        bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
+        return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
 
 
 def winograd_kernels(weight: Tensor) -> Tensor:
@@ -115,7 +118,8 @@ class ClipConv3d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"clip_frames={self.clip_frames}, bias={self.bias is not None}")
 
-    def _implementation(self, x: Tensor) -> str:
+    def resolve_implementation(self, x: Tensor) -> str:
+        """The implementation used for input ``x``: ``implementation``, or what ``"auto"`` picks for it."""
         if self.implementation != "auto":
             return self.implementation
         fast = (x.device.type == "cpu" and x.dtype == torch.float32 and self.kernel_size == 3
@@ -149,7 +153,7 @@ class ClipConv3d(nn.Module):
         frames, pad = self.clip_frames, self.kernel_size // 2
         if x.shape[0] % frames:
             raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
-        implementation = self._implementation(x)
+        implementation = self.resolve_implementation(x)
         if implementation == "conv3d":
             cube = x.unflatten(0, (-1, frames)).transpose(1, 2)
             return F.conv3d(cube, self.weight, self.bias, padding=pad).transpose(1, 2).flatten(0, 1)

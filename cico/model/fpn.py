@@ -1,4 +1,4 @@
-"""The reference's feature pyramid (spec §2.3): P3-P5 top-down from C3-C5, P6/P7 by stride-2 convs.
+"""The reference's feature pyramid: P3-P5 top-down from C3-C5, P6/P7 by stride-2 convs.
 
 * ``lat_layers``: 1×1 convs on the *reversed* inputs (``lat_layers.0`` acts on C5);
 * top-down: bilinear upsampling to the lateral's size (``align_corners=False``, ``size=`` so odd sizes

@@ -1,4 +1,4 @@
-"""The clip-level prediction head, CPH (spec §2.5), and the clip 3D convolution it shares with the mask head.
+"""The clip-level prediction head, CPH, and the clip 3D convolution it shares with the mask head.
 
 One set of weights is applied to every FPN level. Three towers of ``conv 3×3 + ReLU`` (no normalisation):
 
@@ -71,13 +71,14 @@ class ClipPredictionHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The reference's initialisation (spec §2.9): Xavier-uniform weights, zero biases, and the focal
+        """The reference's initialisation: Xavier-uniform weights, zero biases, and the focal
         prior ``-log((1 - p) / p)`` on the class bias of a sigmoid classifier."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, ClipConv3d)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.prior_prob is not None:
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if self.prior_prob is not None and self.conf_layer.bias is not None:
             nn.init.constant_(self.conf_layer.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
 
     def _flatten(self, x: Tensor, channels: int) -> Tensor:

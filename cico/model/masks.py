@@ -1,4 +1,4 @@
-"""Clip-level instance masks from prototypes (spec §2.7): Yolact linear combination, CondInst dynamic
+"""Clip-level instance masks from prototypes: Yolact linear combination, CondInst dynamic
 convolutions with the Gaussian relative-coordinate map, and the box crop.
 
 Everything is vectorised over instances, works on any device and dtype and is differentiable with
@@ -18,7 +18,7 @@ from cico.model.box_coder import center_size, point_form
 
 MaskHead = Literal["yolact", "condinst"]
 
-# CondInst dynamic head (spec §2.7): 8 mask-feature channels plus the Gaussian map in, 3 layers of
+# CondInst dynamic head: 8 mask-feature channels plus the Gaussian map in, 3 layers of
 # 1x1 convs; the 161 parameters are w0 [8, 9], w1 [8, 8], w2 [1, 8], b0 [8], b1 [8], b2 [1].
 CONDINST_CHANNELS = 8
 CONDINST_SPLITS = (72, 64, 8, 8, 8, 1)
@@ -108,7 +108,7 @@ def _condinst_logits(feats: Tensor, gauss: Tensor, params: Tensor, clip_frames: 
     plus the Gaussian channel's contribution; layers 1 and 2 are batched matmuls with fused bias.
     """
     n, c = params.shape[0], CONDINST_CHANNELS
-    w0, w1, w2, b0, b1, b2 = torch.split(params, CONDINST_SPLITS, dim=1)
+    w0, w1, w2, b0, b1, b2 = torch.split(params, list(CONDINST_SPLITS), dim=1)
     w0 = w0.reshape(n, c, c + 1)  # out-channel major; input channel 0 is the Gaussian map
     gauss_term = torch.addcmul(b0[:, :, None], w0[:, :, 0, None], gauss[:, None, :])  # [n, c, P]
     # In-place bias/ReLU are autograd-safe here: mm and baddbmm do not save their outputs.

@@ -1,9 +1,9 @@
-"""The CiCo network: backbone -> FPN -> clip prediction head + clip mask head (spec §2), and ``build_model``.
+"""The CiCo network: backbone -> FPN -> clip prediction head + clip mask head, and ``build_model``.
 
 ``CiCo`` takes clips ``[B, T, 3, H, W]`` (``H``, ``W`` multiples of 32, ``T`` fixed per model) and returns
 :class:`~cico.model.outputs.CiCoOutputs`: the raw :class:`~cico.model.outputs.HeadOutputs` always, and in eval
-mode also the per-clip detections (:func:`cico.inference.detect.detect` with the config's classifier, mask
-head and :class:`~cico.inference.detect.DetectConfig`).
+mode also the per-clip detections (:func:`cico.model.detect.detect` with the config's classifier, mask
+head and :class:`~cico.model.detect.DetectConfig`).
 
 Module names: ``backbone``, ``fpn``, ``protonet`` (the reference's ``ProtoNet``) and ``head`` (the
 reference's ``prediction_layers``); below those, names and shapes are the reference's, so reference state
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..inference.detect import detect
 from .anchors import AnchorGenerator
 from .backbone import build_backbone
 from .config import ModelConfig, get_preset, with_overrides
+from .detect import detect
 from .fpn import FPN
 from .head import ClipPredictionHead
 from .outputs import CiCoOutputs, HeadOutputs
@@ -68,7 +68,7 @@ class CiCo(nn.Module):
 
         Returns:
             ``CiCoOutputs(head, detections)``: ``head`` as from :meth:`forward_raw`; ``detections`` (eval mode
-            only) one ``ClipDetections`` per clip.
+            only) one :class:`~cico.structures.Instances` per clip.
         """
         head = self.forward_raw(clips)
         if self.training:
@@ -93,6 +93,12 @@ class CiCo(nn.Module):
         priors, prior_levels = self.anchors(pyramid)
         return HeadOutputs(loc=loc, conf=conf, centerness=centerness, mask_coeff=mask_coeff, track=track,
                            priors=priors, prior_levels=prior_levels, proto=proto)
+
+
+def empty_model(config: ModelConfig) -> CiCo:
+    """A network on the meta device (no memory, no initialisation), for shapes and fast loading."""
+    with torch.device("meta"):
+        return CiCo(config)
 
 
 def build_model(preset_or_config: str | ModelConfig, **overrides: Any) -> CiCo:

@@ -1,15 +1,19 @@
-"""Typed structures that flow from the network to detection, linking and the losses.
+"""The network's outputs: raw head outputs (what the losses and detection read) and the forward's result.
 
-Conventions (spec §2, §5.2): clips are clip-major (frame ``t`` of clip ``b`` is row ``b*T + t``);
+Conventions: clips are clip-major (frame ``t`` of clip ``b`` is row ``b*T + t``);
 boxes are ``(x1, y1, x2, y2)`` normalised to the *padded* network input; class labels are 1-based
 (label ``c`` is logit channel ``c-1`` for sigmoid classifiers, channel ``c`` for softmax ones,
 where channel 0 is the background).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
+
+from ..structures import Instances
 
 
 @dataclass
@@ -36,35 +40,10 @@ class HeadOutputs:
     prior_levels: Tensor
     proto: Tensor
 
-
-@dataclass
-class ClipDetections:
-    """The detections of one clip (spec §5.2), sorted by raw class score, descending.
-
-    Attributes:
-        labels: ``[k]`` int64, 1-based class labels.
-        scores: ``[k]`` raw class probabilities (not rescored by centerness).
-        boxes: ``[k, T, 4]`` box tube, normalised x1y1x2y2 on the padded canvas, not clipped.
-        boxes_cir: ``[k, 4]`` circumscribed box over the T frames.
-        masks: ``[k, T, h4, w4]`` mask probabilities at prototype resolution, zero outside the crop.
-        track: ``[k, E]`` track embedding of each detection's source anchor.
-        mask_coeff: ``[k, D]`` mask coefficients / dynamic parameters of the source anchor.
-        prior_levels: ``[k]`` FPN level of the source anchor.
-        proto: ``[h4, w4, T, D']`` the clip's prototypes (the tracker re-uses them).
-    """
-
-    labels: Tensor
-    scores: Tensor
-    boxes: Tensor
-    boxes_cir: Tensor
-    masks: Tensor
-    track: Tensor
-    mask_coeff: Tensor
-    prior_levels: Tensor
-    proto: Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
+    def to_dtype(self, dtype: torch.dtype) -> HeadOutputs:
+        """The outputs with every floating-point tensor in ``dtype`` (``prior_levels`` stays integer)."""
+        return HeadOutputs(**{f.name: value.to(dtype) if value.is_floating_point() else value
+                              for f in dataclasses.fields(self) for value in [getattr(self, f.name)]})
 
 
 @dataclass
@@ -73,8 +52,8 @@ class CiCoOutputs:
 
     Attributes:
         head: the raw outputs (all the losses need).
-        detections: in eval mode, one :class:`ClipDetections` per clip; ``None`` in training mode.
+        detections: in eval mode, one :class:`~cico.structures.Instances` per clip; ``None`` in training mode.
     """
 
     head: HeadOutputs
-    detections: list[ClipDetections] | None = None
+    detections: list[Instances] | None = None

@@ -1,4 +1,4 @@
-"""The clip-level mask head, CMH / "ProtoNet" (spec §2.6).
+"""The clip-level mask head, CMH / "ProtoNet".
 
 1. ``mask_refine``: per source level P3, P4, P5 a 3×3 conv + BN + ReLU; the sum
    ``refine(P3) + aligned_bilinear(refine(P4), 2) + aligned_bilinear(refine(P5), 4)`` at stride 8;

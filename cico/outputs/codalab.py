@@ -2,14 +2,13 @@
 
 The servers take a zip holding one file, ``results.json``, at its root: the YouTube-VIS results
 list (``video_id``, ``category_id``, ``score``, ``segmentations`` per track). The zip is written
-to a temporary file beside the target and renamed into place, so an interrupted write never leaves
-a truncated submission nor replaces an older complete one.
+atomically (:class:`~cico.fileio.atomic_write`), so an interrupted write never leaves a truncated
+submission nor replaces an older complete one.
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -17,7 +16,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import CicoError
-from .results import Track
+from ..fileio import atomic_write
+from .results import ResultEntry
 
 _RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 
@@ -44,12 +44,12 @@ def _check_entries(entries: Sequence[Any], source: str) -> None:
             raise CicoError(f"result {i}: 'segmentations' must be a list", source)
 
 
-def write_submission(results: str | Path | Iterable[dict[str, Any] | Track], zip_path: str | Path) -> Path:
+def write_submission(results: str | Path | Iterable[dict[str, Any] | ResultEntry], zip_path: str | Path) -> Path:
     """Write a CodaLab submission zip with ``results.json`` at its root, atomically.
 
     Args:
         results: a results JSON file (copied byte for byte after checking it is a results list),
-            or the results entries (dicts, or :class:`cico.outputs.results.Track`); bytes RLE
+            or the results entries (dicts, or tracks such as :class:`cico.inference.tracks.Track`); bytes RLE
             counts and numpy numbers are converted for JSON.
         zip_path: the zip to write (its folder is created).
 
@@ -70,26 +70,16 @@ def write_submission(results: str | Path | Iterable[dict[str, Any] | Track], zip
         _check_entries(data, str(results))
         del data
     else:
-        entries = [e.to_result() if isinstance(e, Track) else e for e in results]
+        entries = [e if isinstance(e, dict) else e.to_result() for e in results]
         _check_entries(entries, "results")
 
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as stream:
-            with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                if entries is None:
-                    archive.write(results, arcname="results.json")  # type: ignore[arg-type]
-                else:
-                    with archive.open("results.json", "w") as raw, io.TextIOWrapper(raw, encoding="utf-8") as text:
-                        text.write("[")
-                        for i, entry in enumerate(entries):
-                            text.write(("," if i else "") + json.dumps(entry, default=_json_default))
-                        text.write("]")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(partial, zip_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_write(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        if entries is None:
+            archive.write(results, arcname="results.json")  # type: ignore[arg-type]
+        else:
+            with archive.open("results.json", "w") as raw, io.TextIOWrapper(raw, encoding="utf-8") as text:
+                text.write("[")
+                for i, entry in enumerate(entries):
+                    text.write(("," if i else "") + json.dumps(entry, default=_json_default))
+                text.write("]")
     return zip_path

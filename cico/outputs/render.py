@@ -1,27 +1,26 @@
 """Rendering predictions: an mp4 with coloured masks, boxes and labels, and per-frame PNG id masks.
 
-The drawing follows the reference's ``--display`` (spec §5.6): masks alpha-blended with α = 0.55 in a
+The drawing follows the reference's ``--display``: masks alpha-blended with α = 0.55 in a
 colour chosen by track id (``PALETTE[(id * 5) % 19]``), the highest-scoring track on top; a solid box for a
 track detected in the clip and a dotted one for a propagated track; the text ``class: score: id``. Labels
 stay inside the frame and are moved apart when they would cover one another; :class:`RenderStyle` can
 keep only the best ``top_k`` tracks of a frame or those above a score (the reference's ``--top_k``).
 
-Videos are encoded with PyAV (H.264 when available, else MPEG-4) at the source's frame rate. Every file is
-written under a temporary name and moved into place when complete, so an interrupted run leaves no
-truncated output.
+Videos are encoded with :class:`cico.media.Mp4Writer` at the source's frame rate. Every file is written
+under a temporary name and moved into place when complete, so an interrupted run leaves no truncated
+output.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from ..inference.video import FrameResult
+from ..fileio import atomic_write
+from ..structures import FrameResult
 
 # The 19 colours of the reference's display (Material Design palette), RGB.
 PALETTE_RGB: tuple[tuple[int, int, int], ...] = (
@@ -148,98 +147,6 @@ def place_labels(sizes: Sequence[tuple[int, int]], anchors: Sequence[tuple[int, 
     return out
 
 
-class Mp4Writer:
-    """Encodes BGR frames into an mp4 file, moved into place by :meth:`close`.
-
-    Args:
-        path: the output file.
-        fps: frame rate.
-        crf: H.264 quality (lower is better; 23 is FFmpeg's default).
-        faststart: put the index at the front of the file (playable while downloading).
-
-    Frames may have odd sizes; they are padded by one pixel where the 4:2:0 encoder needs even ones.
-    Use as a context manager: on an exception the partial file is removed.
-    """
-
-    def __init__(self, path: str | Path, fps: float, crf: int = 20, faststart: bool = True) -> None:
-        import av
-        from fractions import Fraction
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
-        self._container = av.open(str(self._partial), mode="w",
-                                  options={"movflags": "faststart"} if faststart else {})
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self._stream = self._container.add_stream(codec, rate=rate)
-        self._stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            self._stream.options = {"crf": str(crf)}
-        self._size: tuple[int, int] | None = None
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        """Append one BGR ``uint8 [H, W, 3]`` frame."""
-        import av
-
-        h, w = image.shape[:2]
-        if self._size is None:
-            self._size = (h + h % 2, w + w % 2)
-            self._stream.height, self._stream.width = self._size
-        if (h, w) != self._size:
-            image = cv2.copyMakeBorder(image, 0, self._size[0] - h, 0, self._size[1] - w, cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> Path:
-        """Flush the encoder and move the file into place; returns its path."""
-        if self.frames:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        if not self.frames:
-            self._partial.unlink(missing_ok=True)
-            raise ValueError(f"no frames were written to {self.path}")
-        os.replace(self._partial, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Drop the partial file."""
-        try:
-            self._container.close()
-        finally:
-            self._partial.unlink(missing_ok=True)
-
-    def __enter__(self) -> Mp4Writer:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_gif(path: str | Path, images: Iterable[np.ndarray], fps: float, scale: int = 1) -> Path:
-    """A looping GIF of BGR ``uint8 [H, W, 3]`` frames, upscaled ``scale``x (nearest), written atomically."""
-    from PIL import Image
-
-    frames = [Image.fromarray(np.ascontiguousarray(np.repeat(np.repeat(f[..., ::-1], scale, 0), scale, 1)))
-              for f in images]
-    if not frames:
-        raise ValueError(f"no frames for {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.gif")
-    frames[0].save(partial, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0,
-                   optimize=False)
-    os.replace(partial, path)
-    return path
-
-
 def id_mask(frame: FrameResult) -> np.ndarray:
     """The frame's instance-id image ``[H, W]``: ``track id + 1`` where a track is, 0 elsewhere.
 
@@ -257,10 +164,7 @@ def id_mask(frame: FrameResult) -> np.ndarray:
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a PNG (8- or 16-bit) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.png")
-    if not cv2.imwrite(str(partial), image):
-        raise OSError(f"cannot write {path}")
-    os.replace(partial, path)
-    return path
+    with atomic_write(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"cannot write {path}")
+    return Path(path)

@@ -26,11 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import CicoError
-from ..model.checkpoint import match_state_dict, reference_to_cico, unwrap_state_dict
+from ..model.checkpoint import read_torch_file
+from ..model.convert import match_state_dict, reference_to_cico, unwrap_state_dict
 from ..model.head import ClipConv3d
 from ..model.network import CiCo
 
@@ -89,18 +89,21 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         CicoError: missing or unreadable file, or no state dict inside.
     """
     path = Path(path)
+    if path.suffix != ".safetensors":
+        obj = read_torch_file(path)
+        try:
+            return unwrap_state_dict(obj)
+        except ValueError as err:
+            raise CicoError(f"not a weights file: {err}", path) from None
     if not path.is_file():
         raise CicoError("weights file not found", path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return unwrap_state_dict(obj)
+        return load_file(str(path))
     except Exception as err:  # any reader failure is a bad user file
         first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise CicoError(f"not a readable weights file ({first})", path) from None
+        raise CicoError(f"not a readable safetensors file ({first})", path) from None
 
 
 def _swin_to_cico(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -8,16 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
+
 import numpy as np
 
 __all__ = ["RunLogger", "LossWindow", "write_json"]
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 class RunLogger:

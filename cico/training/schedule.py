@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -82,8 +83,8 @@ class WarmupDecayLR(LRScheduler):
         passed = sum(iteration >= m for m in self.milestone_iters)
         return base_lr * cfg.gamma ** passed
 
-    def get_lr(self) -> list[float]:
-        return [self.lr_at(base, self.last_epoch) for base in self.base_lrs]
+    def get_lr(self) -> list[float | Tensor]:
+        return [self.lr_at(float(base), self.last_epoch) for base in self.base_lrs]
 
     def state_dict(self) -> dict:
         """The position (plain values only, so checkpoints load with ``weights_only=True``); the schedule

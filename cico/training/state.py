@@ -44,7 +44,8 @@ CHECKPOINT_DIR = "checkpoints"
 
 def capture_rng() -> dict[str, Any]:
     """The Python, NumPy, torch and CUDA generator states of this process (``weights_only``-safe)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy tuple form
     version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": [version, list(py_state), py_gauss],

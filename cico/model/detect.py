@@ -1,15 +1,14 @@
 """Per-clip detection: candidate selection, three cheap filters, clip masks and per-class Fast NMS
-(spec §5.2, the reference's ``Detect`` with ``fast_nms``).
+(the reference's ``Detect`` with ``fast_nms``).
 
 For each clip, every anchor of every frame is a candidate (index ``t*N + n``) that predicts a whole
 tube of ``T`` boxes, one class distribution, one centerness, one set of mask parameters and one
 track embedding. Detection keeps the confident ones, drops near-duplicates and implausible boxes
 and masks, then runs Fast NMS per class on a clip-level IoU mixing box, circumscribed-box and mask
-IoU. The output of each clip is a :class:`~cico.model.outputs.ClipDetections` sorted by raw score.
+IoU. The output of each clip is an :class:`~cico.structures.Instances` sorted by raw score.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,16 +16,17 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from cico.model.box_coder import center_size, circumscribed, decode_tubes, tube_iou
-from cico.model.masks import MaskHead, clip_masks, mask_iou
-from cico.model.outputs import ClipDetections, HeadOutputs
+from ..structures import Instances
+from .box_coder import center_size, circumscribed, decode_tubes, tube_iou
+from .masks import MaskHead, clip_masks, mask_iou
+from .outputs import HeadOutputs
 
 Classifier = Literal["sigmoid", "softmax"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectConfig:
-    """Detection thresholds (reference values: spec §1.3 and §5.2).
+    """Detection thresholds (the reference values).
 
     Attributes:
         score_thresh: a candidate needs a max class probability above this; in NMS the
@@ -47,7 +47,7 @@ class DetectConfig:
         yolact_crop_factor: Yolact masks are cropped to box_cir enlarged by this (1.1 at test).
         condinst_crop_factor: CondInst masks are cropped to box_cir enlarged by this (1.5).
         crop_min_size: minimum width/height of the enlarged crop box (normalised units).
-        fix_nms_cir_permutation: the reference (★ spec §9.2-8) permutes the rows of the
+        fix_nms_cir_permutation: the reference permutes the rows of the
             circumscribed-box IoU into each class's score order but leaves its columns in candidate
             order, so NMS compares a candidate with the wrong circumscribed box. ``False``
             reproduces this for numerical equivalence; ``True`` permutes both axes (the intended
@@ -79,22 +79,6 @@ class DetectConfig:
         return self.yolact_crop_factor if mask_head == "yolact" else self.condinst_crop_factor
 
 
-@dataclass
-class _Candidates:
-    """The surviving candidates of one clip, all indexed alike along dim 0 (``n``)."""
-
-    probs: Tensor  # [n, C] class probabilities (no background)
-    centerness: Tensor  # [n] mean centerness
-    boxes: Tensor  # [n, T, 4]
-    boxes_cir: Tensor  # [n, 4]
-    mask_coeff: Tensor  # [n, D]
-    track: Tensor  # [n, E]
-    prior_levels: Tensor  # [n]
-
-    def __getitem__(self, index: Tensor) -> _Candidates:
-        return _Candidates(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
-
-
 @torch.no_grad()
 def detect(
     outputs: HeadOutputs,
@@ -102,8 +86,8 @@ def detect(
     classifier: Classifier,
     mask_head: MaskHead,
     config: DetectConfig | None = None,
-) -> list[ClipDetections]:
-    """Turn raw head outputs into per-clip detections (spec §5.2).
+) -> list[Instances]:
+    """Turn raw head outputs into per-clip detections.
 
     Args:
         outputs: raw outputs for ``B`` clips of ``T`` frames (``conf`` holds logits).
@@ -113,7 +97,7 @@ def detect(
         config: thresholds; defaults to the reference values.
 
     Returns:
-        One :class:`ClipDetections` per clip, sorted by raw class score (descending). A candidate
+        One :class:`~cico.structures.Instances` per clip, sorted by raw class score (descending). A candidate
         may appear under several classes. Computed with autocast disabled, in the outputs' dtype
         promoted to at least float32 (bf16/fp16 head outputs give float32 detections).
     """
@@ -131,9 +115,7 @@ def detect(
     # Thresholds sit close to the scores: detect in at least float32, also inside an autocast region.
     with torch.autocast(device_type=outputs.loc.device.type, enabled=False):
         dtype = torch.promote_types(outputs.loc.dtype, torch.float32)
-        outputs = HeadOutputs(**{
-            f.name: _to_dtype(getattr(outputs, f.name), dtype) for f in dataclasses.fields(outputs)
-        })
+        outputs = outputs.to_dtype(dtype)
         if classifier == "sigmoid":
             probs = torch.sigmoid(outputs.conf)
         else:
@@ -143,14 +125,12 @@ def detect(
         ]
 
 
-def _to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype) if x.is_floating_point() else x
-
-
 def _select_candidates(
     outputs: HeadOutputs, probs: Tensor, clip: int, clip_frames: int, config: DetectConfig
-) -> _Candidates:
-    """Pool the clip's ``T*N`` anchors, threshold the max probability, keep the top ``top_k``."""
+) -> Instances:
+    """Pool the clip's ``T*N`` anchors, threshold the max probability, keep the top ``top_k``.
+
+    The candidates' ``scores`` are ``[n, C]`` (every class), their masks not computed yet."""
     frames = slice(clip * clip_frames, (clip + 1) * clip_frames)
     num_priors = outputs.priors.shape[0]
 
@@ -166,14 +146,22 @@ def _select_candidates(
         index = index[order[:limit]]
     anchor = index % num_priors
     boxes = decode_tubes(pooled(outputs.loc)[index], outputs.priors[anchor])
-    return _Candidates(
-        probs=clip_probs[index],
-        centerness=pooled(outputs.centerness)[index].mean(dim=-1),
+    probs = clip_probs[index]
+    proto = outputs.proto[clip]
+    n = index.numel()
+    return Instances(
+        labels=probs.argmax(dim=-1) + 1,
+        scores=probs,
         boxes=boxes,
         boxes_cir=circumscribed(boxes),
-        mask_coeff=pooled(outputs.mask_coeff)[index],
+        masks=proto.new_zeros(n, clip_frames, 0, 0),
         track=pooled(outputs.track)[index],
+        mask_coeff=pooled(outputs.mask_coeff)[index],
         prior_levels=outputs.prior_levels.reshape(-1)[anchor],
+        centerness=pooled(outputs.centerness)[index].mean(dim=-1),
+        ids=torch.full((n,), -1, dtype=torch.int64, device=index.device),
+        tracked_mask=torch.zeros(n, dtype=torch.int64, device=index.device),
+        proto=proto,
     )
 
 
@@ -184,12 +172,12 @@ def _detect_clip(
     clip_frames: int,
     mask_head: MaskHead,
     config: DetectConfig,
-) -> ClipDetections:
-    proto = outputs.proto[clip]
+) -> Instances:
     cand = _select_candidates(outputs, probs, clip, clip_frames, config)
+    proto = cand.proto
 
     # Rank by centerness-rescored max score; every pairwise matrix below uses this order.
-    rescored = cand.centerness * cand.probs.amax(dim=-1)
+    rescored = cand.centerness * cand.scores.amax(dim=-1)
     cand = cand[rescored.sort(descending=True, stable=True).indices]
 
     # Filter 1: near-duplicates of a better candidate (any class).
@@ -220,20 +208,10 @@ def _detect_clip(
     frame_iou, cir_iou = frame_iou[:, keep][:, :, keep], cir_iou[keep][:, keep]
 
     index, labels = _fast_nms(cand, binary, keep, area, frame_iou, cir_iou, config)
-    scores = cand.probs[index, labels]
+    scores = cand.scores[index, labels]
     order = scores.sort(descending=True, stable=True).indices
     index, labels = index[order], labels[order]
-    return ClipDetections(
-        labels=labels + 1,
-        scores=scores[order],
-        boxes=cand.boxes[index],
-        boxes_cir=cand.boxes_cir[index],
-        masks=masks[keep[index]],
-        track=cand.track[index],
-        mask_coeff=cand.mask_coeff[index],
-        prior_levels=cand.prior_levels[index],
-        proto=proto,
-    )
+    return cand[index].replace(labels=labels + 1, scores=scores[order], masks=masks[keep[index]])
 
 
 def _max_over_higher_ranked(iou: Tensor) -> Tensor:
@@ -244,7 +222,7 @@ def _max_over_higher_ranked(iou: Tensor) -> Tensor:
 
 
 def _fast_nms(
-    cand: _Candidates,
+    cand: Instances,
     binary: Tensor,
     mask_index: Tensor,
     area: Tensor,
@@ -264,9 +242,9 @@ def _fast_nms(
         ``(candidate index, 0-based class)`` of the kept detections, class-major, each class in its
         rescored order.
     """
-    device = cand.probs.device
+    device = cand.scores.device
     empty = torch.zeros(0, dtype=torch.long, device=device)
-    rescores = cand.centerness[None, :] * cand.probs.t()  # [C, n]
+    rescores = cand.centerness[None, :] * cand.scores.t()  # [C, n]
     # Only candidates above the score threshold in some class take part: in a class's ranking every
     # candidate ranked above one that passes the threshold passes it too.
     involved = (rescores > config.score_thresh).any(dim=0)
