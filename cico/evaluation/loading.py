@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -60,6 +60,22 @@ class Track:
 
 
 @dataclass(frozen=True)
+class VideoMeta:
+    """What the tracking metrics and breakdowns need to know of one GT video.
+
+    Attributes:
+        name: the folder of its first frame (``file_names[0]`` up to the first ``/``), as TrackEval
+            names sequences; ``"video <id>"`` without ``file_names``.
+        length: number of frames (``len(file_names)``, else ``length``; ``None`` if neither is given).
+        long_video: the video is marked ``"long_video": true`` (the YouTube-VIS 2022 long-video split).
+    """
+
+    name: str
+    length: int | None
+    long_video: bool
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """The ground truth in evaluation scope.
 
@@ -70,6 +86,7 @@ class GroundTruth:
         categories: category id -> name, in ascending id order.
         tracks: GT tracks of known videos and categories, in file order.
         source: where the ground truth came from (for messages).
+        videos: video id -> name, length and long-video mark.
     """
 
     video_ids: list[int]
@@ -77,6 +94,7 @@ class GroundTruth:
     categories: dict[int, str]
     tracks: list[Track]
     source: str
+    videos: dict[int, VideoMeta] = field(default_factory=dict)
 
 
 def read_json(path: Source, what: str) -> Any:
@@ -187,6 +205,18 @@ def _mean_nonzero(areas: Sequence[Any]) -> float:
     return float(np.array(kept).mean()) if kept else 0.0
 
 
+def _video_meta(video: Mapping[str, Any], vid: int) -> VideoMeta:
+    """Name, length and long-video mark of one ``videos`` entry (lenient: only tracking needs them)."""
+    names = video.get("file_names")
+    if isinstance(names, list) and names and isinstance(names[0], str):
+        name, length = names[0].split("/")[0], len(names)
+    else:
+        length_field = video.get("length")
+        name = f"video {vid}"
+        length = length_field if isinstance(length_field, int) and not isinstance(length_field, bool) else None
+    return VideoMeta(name, length, bool(video.get("long_video", False)))
+
+
 def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
     """Check and index a YouTube-VIS / OVIS ground-truth file (or its already parsed dict)."""
     source = str(gt) if isinstance(gt, (str, Path)) else "ground truth"
@@ -201,6 +231,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
             raise CicoError(f"'{key}' must be a list, got {type(data[key]).__name__}", source)
 
     video_sizes: dict[int, tuple[int | None, int | None]] = {}
+    videos: dict[int, VideoMeta] = {}
     for i, video in enumerate(data["videos"]):
         vid = _integer(_field(video, "id", f"videos[{i}]", source), f"videos[{i}].id", source)
         height, width = video.get("height"), video.get("width")
@@ -208,6 +239,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
             _integer(height, f"videos[{i}].height", source) if height is not None else None,
             _integer(width, f"videos[{i}].width", source) if width is not None else None,
         )
+        videos[vid] = _video_meta(video, vid)
     names: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
         cid = _integer(_field(cat, "id", f"categories[{i}]", source), f"categories[{i}].id", source)
@@ -243,7 +275,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
                 raise CicoError(f"{where}: 'areas' must be a list of numbers or null", source)
             avg_area = _mean_nonzero(area_field)
         tracks.append(Track(ann_id, vid, cid, 0.0, bool(iscrowd), avg_area, rles, areas, sizes))
-    return GroundTruth(sorted(video_sizes), video_sizes, categories, tracks, source)
+    return GroundTruth(sorted(video_sizes), video_sizes, categories, tracks, source, videos)
 
 
 def load_results(
