@@ -68,11 +68,13 @@ class VideoMeta:
             names sequences; ``"video <id>"`` without ``file_names``.
         length: number of frames (``len(file_names)``, else ``length``; ``None`` if neither is given).
         long_video: the video is marked ``"long_video": true`` (the YouTube-VIS 2022 long-video split).
+        file_names: its frame paths, relative to the frames folder (empty if the file has none).
     """
 
     name: str
     length: int | None
     long_video: bool
+    file_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,11 @@ def _mean_nonzero(areas: Sequence[Any]) -> float:
 def _video_meta(video: Mapping[str, Any], vid: int) -> VideoMeta:
     """Name, length and long-video mark of one ``videos`` entry (lenient: only tracking needs them)."""
     names = video.get("file_names")
-    if isinstance(names, list) and names and isinstance(names[0], str):
-        name, length = names[0].split("/")[0], len(names)
-    else:
-        length_field = video.get("length")
-        name = f"video {vid}"
-        length = length_field if isinstance(length_field, int) and not isinstance(length_field, bool) else None
-    return VideoMeta(name, length, bool(video.get("long_video", False)))
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return VideoMeta(names[0].split("/")[0], len(names), bool(video.get("long_video", False)), tuple(names))
+    length = video.get("length")
+    length = length if isinstance(length, int) and not isinstance(length, bool) else None
+    return VideoMeta(f"video {vid}", length, bool(video.get("long_video", False)))
 
 
 def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:

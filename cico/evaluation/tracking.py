@@ -144,7 +144,7 @@ class TrackingResult:
 
     def summary(self) -> str:
         """Two aligned lines of percentages (counts as integers): class-averaged, detection-averaged."""
-        width = max(len(k) for k in TRACKING_KEYS) + 1
+        width = max(len(k) for k in TRACKING_KEYS) + 2
         label = "" if self.score_threshold is None else f" (result tracks with score >= {self.score_threshold:g})"
         lines = [f"Tracking metrics on masks{label}, TrackEval conventions:",
                  f"{'':<10}" + "".join(f"{k:>{width}}" for k in TRACKING_KEYS)]
