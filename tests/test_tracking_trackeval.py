@@ -75,7 +75,7 @@ def make_pair(seed: int, num_videos: int = 14) -> tuple[dict, list]:
                               axis=(0, 1))
             return shifted if shifted.any() else None
 
-        def add(cid: int, masks: list, score: float | None = None) -> None:
+        def add(cid: int, masks: list, score: float | None = None, v: int = v) -> None:
             results.append({"video_id": v, "category_id": cid, "score": float(rng.random() if score is None else score),
                             "segmentations": [None if m is None else _compressed(m) for m in masks]})
 

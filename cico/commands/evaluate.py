@@ -55,13 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.report import check_writable
-
     if args.frames is not None and args.report is None:
         raise CicoError("--frames only serves --report DIR")
     if args.frames is not None and not args.frames.is_dir():
         raise CicoError("frames folder not found", args.frames)
     if args.report is not None:
+        from ..evaluation.report import check_writable
+
         check_writable(args.report)  # fail now, not after the evaluation
     analyse = args.breakdown or args.report is not None
     result = evaluate_reporting_warnings(

@@ -37,8 +37,16 @@ from pycocotools import mask as mask_utils
 
 from .loading import Track
 from .video_iou import video_iou
-from .ytvis import AREA_RANGES, IOU_THRESHOLDS, MAX_DETS, EvaluationDetails, _arrays_of, _greedy_match, _summarize
-from .ytvis import _VideoRecord
+from .ytvis import (
+    AREA_RANGES,
+    IOU_THRESHOLDS,
+    MAX_DETS,
+    EvaluationDetails,
+    _arrays_of,
+    _greedy_match,
+    _summarize,
+    _VideoRecord,
+)
 
 FOREGROUND_IOU = 0.5
 BACKGROUND_IOU = 0.1
@@ -60,8 +68,8 @@ class ErrorAnalysis:
                 "thresholds": {"foreground_iou": FOREGROUND_IOU, "background_iou": BACKGROUND_IOU}}
 
     def text(self) -> str:
-        lines = [f"Error analysis (TIDE-style, video IoU; AP50 {100 * self.ap50:.1f}): AP50 points recovered "
-                 "by fixing each error type alone"]
+        lines = [(f"Error analysis (TIDE-style, video IoU; AP50 {100 * self.ap50:.1f}): AP50 points recovered"
+                  " by fixing each error type alone")]
         for name in ERROR_TYPES:
             lines.append(f"  {name:<15} {100 * self.recovered[name]:+6.2f}   ({self.counts[name]} errors)")
         return "\n".join(lines)

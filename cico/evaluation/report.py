@@ -95,6 +95,8 @@ def write_report(
     out_dir = check_writable(out_dir)
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(exist_ok=True)
+    if result.details is None or result.tracking is None:
+        raise ValueError("write_report() needs evaluate(..., tracking=True, details=True)")
     parts, errors = analysis if analysis is not None else (breakdown(result), analyse_errors(result.details))
     figures = [_pr_figure(result), _breakdown_figure(parts), _error_figure(errors)]
     if frames_dir is not None:
@@ -134,14 +136,13 @@ def _pr_curves(result: EvaluationResult) -> dict[str, dict[str, np.ndarray | Non
     for label, sel in (("IoU=0.50", [0]), ("IoU=0.75", [int(np.argmin(abs(IOU_THRESHOLDS - 0.75)))]),
                        ("IoU=0.50:0.95", list(range(len(IOU_THRESHOLDS))))):
         curves: dict[str, np.ndarray | None] = {}
-        defined = []
+        defined: list[np.ndarray] = []
         for k, name in enumerate(names):
             c = p[sel, :, k]
+            curves[name] = None
             if np.all(c > -1):
-                curves[name] = c.mean(0)
-                defined.append(curves[name])
-            else:
-                curves[name] = None
+                defined.append(c.mean(0))
+                curves[name] = defined[-1]
         curves["mean over classes"] = np.mean(defined, axis=0) if defined else None
         out[label] = curves
     return out
@@ -343,8 +344,8 @@ def _html(title: str, result: EvaluationResult, parts: Breakdown, errors: ErrorA
                 f"<figcaption>{fig.caption}</figcaption></figure>")
 
     by_name = {f.name: f for f in figures}
-    s = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    s = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+          f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>")]
     s.append("<p class='note'>Video mask AP/AR: the official YouTube-VIS metric. Tracking metrics: TrackEval's"
              " YouTube-VIS conventions (per-frame mask IoU, every result track). Values in %, counts as integers.</p>")
     s.append("<h2>YouTube-VIS metric</h2>")

@@ -237,8 +237,9 @@ def evaluate_sequence(
     gt_count = gt_present.sum(1).astype(np.float64)  # [G]
     dt_count = dt_present.sum(1).astype(np.float64)  # [D]
 
-    _hota(sim, gt_present, dt_present, gt_count, dt_count, counts)
-    matches = _clear(sim, gt_present, dt_present, gt_count, counts)
+    present = _Present(gt_present, dt_present)
+    _hota(sim, present, gt_count, dt_count, counts)
+    matches = _clear(sim, present, gt_count, counts)
     _identity(sim, gt_count, dt_count, counts)
     return counts, SequenceMatches(matches[0], gt_ids[matches[1]], dt_ids[matches[2]])
 
@@ -252,7 +253,25 @@ def _presence(tracks: Sequence[Track], length: int) -> np.ndarray:
     return out
 
 
-def _hota(sim, gt_present, dt_present, gt_count, dt_count, counts: Counts) -> None:
+class _Present:
+    """The GT rows and result columns present in each frame, from ``[G, T]`` and ``[D, T]`` presence."""
+
+    def __init__(self, gt_present: np.ndarray, dt_present: np.ndarray) -> None:
+        self.gt, self.dt = gt_present, dt_present
+        frames = gt_present.shape[1]
+        self._gt_frame, self._gt_index = np.nonzero(gt_present.T)
+        self._dt_frame, self._dt_index = np.nonzero(dt_present.T)
+        self._gt_bounds = np.searchsorted(self._gt_frame, np.arange(frames + 1))
+        self._dt_bounds = np.searchsorted(self._dt_frame, np.arange(frames + 1))
+
+    def rows(self, t: int) -> np.ndarray:
+        return self._gt_index[self._gt_bounds[t] : self._gt_bounds[t + 1]]
+
+    def cols(self, t: int) -> np.ndarray:
+        return self._dt_index[self._dt_bounds[t] : self._dt_bounds[t + 1]]
+
+
+def _hota(sim, present: _Present, gt_count, dt_count, counts: Counts) -> None:
     """HOTA counts; ``sim`` ``[T, G, D]``."""
     row_sum, col_sum = sim.sum(2), sim.sum(1)  # [T, G], [T, D]
     denom = col_sum[:, None, :] + row_sum[:, :, None] - sim
@@ -262,9 +281,9 @@ def _hota(sim, gt_present, dt_present, gt_count, dt_count, counts: Counts) -> No
 
     match_g, match_d, match_s = [], [], []
     for t in np.flatnonzero(sim.max(axis=(1, 2)) >= ALPHAS[0] - _EPS).tolist():
-        rows, cols = np.flatnonzero(gt_present[:, t]), np.flatnonzero(dt_present[:, t])
-        block = sim[t][np.ix_(rows, cols)]
-        r, c = linear_sum_assignment(-(alignment[np.ix_(rows, cols)] * block))
+        rows, cols = present.rows(t), present.cols(t)
+        block = sim[t][rows][:, cols]
+        r, c = linear_sum_assignment(-(alignment[rows][:, cols] * block))
         match_g.append(rows[r])
         match_d.append(cols[c])
         match_s.append(block[r, c])
@@ -290,7 +309,7 @@ def _hota(sim, gt_present, dt_present, gt_count, dt_count, counts: Counts) -> No
     counts.loc += loc
 
 
-def _clear(sim, gt_present, dt_present, gt_count, counts: Counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _clear(sim, present: _Present, gt_count, counts: Counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CLEAR counts, frame by frame (ID switches depend on the previous frame's matches).
 
     Returns the matches as ``[M]`` frame, GT and result indices.
@@ -301,15 +320,15 @@ def _clear(sim, gt_present, dt_present, gt_count, counts: Counts) -> tuple[np.nd
     prev_id = np.full(num_g, np.nan)  # last matched result of each GT, any frame before
     prev_step_id = np.full(num_g, np.nan)  # matched result in the previous evaluated frame
     threshold = MATCH_THRESHOLD - _EPS
-    has_gt, has_dt = gt_present.any(0), dt_present.any(0)
-    counts.clr_fp += int(dt_present[:, ~has_gt].sum())
-    counts.clr_fn += int(gt_present[:, has_gt & ~has_dt].sum())
+    has_gt, has_dt = present.gt.any(0), present.dt.any(0)
+    counts.clr_fp += int(present.dt[:, ~has_gt].sum())
+    counts.clr_fn += int(present.gt[:, has_gt & ~has_dt].sum())
     out_f, out_g, out_d = [], [], []
     reachable = sim.max(axis=(1, 2)) >= threshold
     for t in np.flatnonzero(has_gt & has_dt).tolist():
-        rows, cols = np.flatnonzero(gt_present[:, t]), np.flatnonzero(dt_present[:, t])
+        rows, cols = present.rows(t), present.cols(t)
         if reachable[t]:
-            block = sim[t][np.ix_(rows, cols)]
+            block = sim[t][rows][:, cols]
             score = 1000.0 * (cols[None, :] == prev_step_id[rows][:, None]) + block
             score[block < threshold] = 0
             r, c = linear_sum_assignment(-score)

@@ -55,14 +55,14 @@ class FrameIoU:
         frame: frame index.
         dts, gts: ``[d]``, ``[g]`` indices (into the track lists given) of the tracks present.
         iou: ``[d, g]`` float64 mask IoU, 0 where the two masks differ in size.
-        same: ``[d, g]`` bool, the two masks have the same size.
+        same: ``[d, g]`` bool, the two masks have the same size; ``None`` when all do.
     """
 
     frame: int
     dts: np.ndarray
     gts: np.ndarray
     iou: np.ndarray
-    same: np.ndarray
+    same: np.ndarray | None
 
 
 def frame_ious(dts: Sequence[Track], gts: Sequence[Track]) -> list[FrameIoU]:
@@ -73,16 +73,32 @@ def frame_ious(dts: Sequence[Track], gts: Sequence[Track]) -> list[FrameIoU]:
     _, size_d, _ = _stack(dts, frames)
     _, size_g, _ = _stack(gts, frames)
     present_d, present_g = size_d[:, :, 0] > 0, size_g[:, :, 0] > 0
+    # Every mask of one size (the usual case): no per-frame size comparison is needed.
+    sizes = np.concatenate([size_d[present_d], size_g[present_g]])
+    uniform = bool((sizes == sizes[:1]).all()) if sizes.size else True
+    both = np.flatnonzero(present_d.any(0) & present_g.any(0))
+    # Indices of the tracks present in each frame, from one nonzero over [F, N] each.
+    frame_d, track_d = np.nonzero(present_d.T)
+    frame_g, track_g = np.nonzero(present_g.T)
+    bounds_d = np.searchsorted(frame_d, np.arange(frames + 1))
+    bounds_g = np.searchsorted(frame_g, np.arange(frames + 1))
+    rles_d = [t.rles for t in dts]
+    rles_g = [t.rles for t in gts]
     out = []
-    for f in np.flatnonzero(present_d.any(0) & present_g.any(0)).tolist():
-        di = np.flatnonzero(present_d[:, f])
-        gi = np.flatnonzero(present_g[:, f])
+    for f in both.tolist():
+        di = track_d[bounds_d[f] : bounds_d[f + 1]]
+        gi = track_g[bounds_g[f] : bounds_g[f + 1]]
         iou = np.asarray(
-            mask_utils.iou([dts[i].rles[f] for i in di], [gts[j].rles[f] for j in gi], [0] * gi.size)
+            mask_utils.iou([rles_d[i][f] for i in di.tolist()], [rles_g[j][f] for j in gi.tolist()], [0] * gi.size)
         ).reshape(di.size, gi.size)
-        same = (size_d[di, f][:, None, :] == size_g[gi, f][None, :, :]).all(-1)
-        if not same.all():
-            iou = np.where(same, iou, 0.0)
+        if uniform:
+            same = None
+        else:
+            same = (size_d[di, f][:, None, :] == size_g[gi, f][None, :, :]).all(-1)
+            if same.all():
+                same = None
+            else:
+                iou = np.where(same, iou, 0.0)
         out.append(FrameIoU(f, di, gi, iou, same))
     return out
 
@@ -141,9 +157,10 @@ def video_iou(
             keep = keep[position[di[keep]] >= 0]
             if keep.size == 0:
                 continue
-            di, iou, same = position[di[keep]], iou[keep], same[keep]
+            di, iou = position[di[keep]], iou[keep]
+            same = None if same is None else same[keep]
         pair_area = area_d[di, f][:, None] + area_g[gi, f][None, :]
-        if not same.all():
+        if same is not None and not same.all():
             lost[np.ix_(di, gi)] += np.where(same, 0, pair_area)
             if not mismatched:
                 d, g = np.argwhere(~same)[0]

@@ -25,8 +25,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .loading import GroundTruth, Track, load_ground_truth, load_results
-from .tracking import SequenceMatches, TrackingResult, class_average, evaluate_sequence
 from .tracking import Counts as TrackingCounts
+from .tracking import SequenceMatches, TrackingResult, class_average, evaluate_sequence
 from .video_iou import frame_ious, video_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # [T] .50:.05:.95
