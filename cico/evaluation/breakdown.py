@@ -175,12 +175,17 @@ def breakdown(result: EvaluationResult) -> Breakdown:
     lengths = {vid: _length(truth, vid) for vid in truth.video_ids}
     by_length: list[Group] = []
     if truth.video_ids:
-        ranked = sorted(truth.video_ids, key=lambda v: (lengths[v], v))
-        thirds = np.array_split(np.array(ranked), 3) if len(ranked) >= 3 else [np.array(ranked)]
-        for label, part in zip(("short", "medium", "long") if len(thirds) == 3 else ("all",), thirds):
-            if part.size:
-                lo, hi = lengths[int(part[0])], lengths[int(part[-1])]
-                by_length.append(group(f"{label} ({lo}-{hi} frames)", [int(v) for v in part]))
+        # Thirds by length; videos of equal length stay in one group (so a group may be empty and dropped).
+        ranked = sorted(lengths[v] for v in truth.video_ids)
+        cuts = (ranked[(len(ranked) - 1) // 3], ranked[(2 * len(ranked) - 1) // 3])
+        for label, lo, hi in (("short", -1, cuts[0]), ("medium", cuts[0], cuts[1]), ("long", cuts[1], ranked[-1])):
+            part = [v for v in truth.video_ids if lo < lengths[v] <= hi]
+            if part:
+                low, high = min(lengths[v] for v in part), max(lengths[v] for v in part)
+                span = f"{low} frames" if low == high else f"{low}-{high} frames"
+                by_length.append(group(f"{label} ({span})", part))
+        if len(by_length) == 1:  # every video has the same length
+            by_length = [group(f"all ({by_length[0].name.split('(')[1]}", by_length[0].videos)]
     marked = [v for v in truth.video_ids if v in truth.videos and truth.videos[v].long_video]
     by_long = []
     if marked:
