@@ -138,10 +138,6 @@ class TrackingResult:
     def to_json(self) -> dict[str, dict[str, float]]:
         return {"class_avg": _rounded(self.class_avg), "det_avg": _rounded(self.det_avg)}
 
-    def combined(self, videos: Iterable[int] | None = None) -> dict[str, dict[str, float]]:
-        """``class_avg`` and ``det_avg`` over a subset of the videos (all when ``None``)."""
-        return combine(self.counts, self.per_class.keys(), videos)
-
     def summary(self) -> str:
         """Two aligned lines of percentages (counts as integers): class-averaged, detection-averaged."""
         width = max(len(k) for k in TRACKING_KEYS) + 2

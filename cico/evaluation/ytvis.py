@@ -146,16 +146,8 @@ class EvaluationDetails:
         for (vid, cid), pair in sorted(self.pairs.items()):
             if keep is None or vid in keep:
                 records[cid].append(pair.record)
-        return _stats_of(list(self.truth.categories), records)
-
-    def precision(self, videos: Iterable[int] | None = None) -> np.ndarray:
-        """``[T, R, K, A, M]`` precision on a subset of the videos (all when ``None``)."""
-        keep = None if videos is None else set(videos)
-        records: dict[int, list[_VideoRecord]] = defaultdict(list)
-        for (vid, cid), pair in sorted(self.pairs.items()):
-            if keep is None or vid in keep:
-                records[cid].append(pair.record)
-        return _arrays_of(list(self.truth.categories), records)[0]
+        category_ids = list(self.truth.categories)
+        return _summary(*_arrays_of(category_ids, records), category_ids)
 
 
 @dataclass
@@ -292,10 +284,10 @@ def _arrays_of(category_ids: list[int], records: Mapping[int, list[_VideoRecord]
     return precision, recall
 
 
-def _stats_of(
-    category_ids: list[int], records: Mapping[int, list[_VideoRecord]]
+def _summary(
+    precision: np.ndarray, recall: np.ndarray, category_ids: list[int]
 ) -> tuple[dict[str, float], dict[int, float]]:
-    precision, recall = _arrays_of(category_ids, records)
+    """The 12 numbers and per-class AP (.50:.95, all areas, 100 dets) of accumulated arrays."""
     stats = {name: _summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
     per_class: dict[int, float] = {}
     for k, cid in enumerate(category_ids):
@@ -429,11 +421,7 @@ def _evaluate(
         )
 
     precision, recall = _arrays_of(category_ids, records)
-    stats = {name: _summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
-    per_class: dict[int, float] = {}
-    for k, cid in enumerate(category_ids):
-        s = precision[:, :, k, 0, -1]
-        per_class[cid] = float(np.mean(s[s > -1])) if np.any(s > -1) else -1.0
+    stats, per_class = _summary(precision, recall, category_ids)
     return EvaluationResult(
         stats, per_class, dict(truth.categories), precision, recall,
         _tracking_result(track_counts, category_ids, None) if tracking else None,
