@@ -37,7 +37,8 @@ from .ytvis import IOU_THRESHOLDS, RECALL_THRESHOLDS, STAT_NAMES, EvaluationResu
 
 WORST_VIDEOS = 5
 STRIP_FRAMES = 4
-STRIP_MIN_SCORE = 0.3  # results drawn in the strips (the metrics keep every result)
+STRIP_MIN_SCORE = 0.3  # results drawn in the strips (the metrics keep every result) ...
+STRIP_MIN_TRACKS = 3  # ... and at least the three best
 _INTEGER_KEYS = {"IDSW", "Frag", "MT", "ML", "CLR_TP", "CLR_FN", "CLR_FP"}
 
 
@@ -283,7 +284,8 @@ def _strips(result: EvaluationResult, parts: Breakdown, frames_dir: Path) -> lis
         if meta is None or not meta.file_names:
             continue
         gts = [t for t in truth.tracks if t.video_id == row.video_id]
-        dts = [t for t in details.results if t.video_id == row.video_id and t.score >= STRIP_MIN_SCORE]
+        dts = sorted((t for t in details.results if t.video_id == row.video_id), key=lambda t: -t.score)
+        dts = [t for rank_, t in enumerate(dts) if t.score >= STRIP_MIN_SCORE or rank_ < STRIP_MIN_TRACKS]
         frames = np.unique(np.linspace(0, len(meta.file_names) - 1, min(STRIP_FRAMES, len(meta.file_names)))
                            .round().astype(int)).tolist()
         fig, axes = plt.subplots(len(frames), 2, figsize=(9, 2.6 * len(frames)), squeeze=False)
@@ -300,8 +302,9 @@ def _strips(result: EvaluationResult, parts: Breakdown, frames_dir: Path) -> lis
         fig.suptitle(f"#{rank} worst: {row.name} (AP {100 * row.ap:.1f}, IDSW {row.idsw})", fontsize=11)
         out.append(_Figure(f"worst_{rank}_{_slug(row.name)}",
                            f"Worst video #{rank}: {html.escape(row.name)}, AP {100 * row.ap:.1f}%, {row.idsw} ID"
-                           f" switches. Left GT (label: track id), right results scoring >= {STRIP_MIN_SCORE}"
-                           " (label: class: score: result number).", _png(fig)))
+                           f" switches. Left GT (label: class: 1.00: GT id), right the results scoring"
+                           f" >= {STRIP_MIN_SCORE},"
+                           f" at least the {STRIP_MIN_TRACKS} best (label: class: score: result number).", _png(fig)))
     return out
 
 
