@@ -152,14 +152,15 @@ def _track_masks(
     """Per-frame compressed RLEs, areas ``[L]`` and sizes ``[L, 2]`` of one track's segmentations."""
     if not isinstance(segmentations, list):
         raise CicoError(f"{where}: 'segmentations' must be a list, got {type(segmentations).__name__}", source)
-    rles: list[RLE | None] = []
-    frames: list[int] = []
-    for frame, seg in enumerate(segmentations):
-        if not seg:  # null, [] and {} all mean "absent" (the official `if a:`)
-            rles.append(None)
+    rles: list[RLE | None] = [None] * len(segmentations)
+    frames = [frame for frame, seg in enumerate(segmentations) if seg]  # null, [] and {} mean "absent"
+    _convert_uncompressed(segmentations, frames, rles)
+    for frame in frames:
+        seg = segmentations[frame]
+        if rles[frame] is not None:
             continue
         if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg:
-            rle = seg  # compressed RLE, used as is (the common case, kept fast)
+            rles[frame] = seg  # compressed RLE, used as is (the common case, kept fast)
         else:
             height, width = size
             if isinstance(seg, list) and (height is None or width is None):
@@ -171,8 +172,7 @@ def _track_masks(
             except Exception as err:  # pycocotools raises bare Exception for unsupported input
                 problem = f"segmentations[{frame}] is not a valid polygon or RLE ({err})"
                 raise CicoError(f"{where}: {problem}", source) from None
-        rles.append(rle)
-        frames.append(frame)
+            rles[frame] = rle
     n = len(rles)
     areas = np.zeros(n, dtype=np.int64)
     sizes = np.zeros((n, 2), dtype=np.int64)
@@ -190,6 +190,23 @@ def _track_masks(
             problem = f"segmentations[{f}] is not a valid RLE (counts do not fit size {sizes[f].tolist()})"
             raise CicoError(f"{where}: {problem}", source)
     return rles, areas, sizes
+
+
+def _convert_uncompressed(segmentations: list, frames: list[int], rles: list[RLE | None]) -> None:
+    """Compress a track's uncompressed RLEs (as GT files hold them) in one call; on any problem leave
+    them to the frame-by-frame path, which names the bad frame."""
+    first = segmentations[frames[0]] if frames else None
+    if not (type(first) is dict and type(first.get("counts")) is list):
+        return  # compressed RLEs or polygons (results files): nothing to batch
+    todo = [f for f in frames if type(segmentations[f]) is dict and type(segmentations[f].get("counts")) is list]
+    if len(todo) < 2:
+        return
+    try:
+        converted = mask_utils.frPyObjects([segmentations[f] for f in todo], 0, 0)
+    except Exception:  # noqa: BLE001 -- pycocotools raises bare Exception; the slow path reports it
+        return
+    for f, rle in zip(todo, converted):
+        rles[f] = rle
 
 
 def _valid_rle(rle: RLE | None) -> bool:

@@ -200,6 +200,14 @@ def evaluate_sequence(
         length: the video's number of frames; later frames are ignored.
         keep: ``[len(dts)]`` bool, the results to evaluate (all when ``None``).
     """
+    counts = Counts()
+    no_match = SequenceMatches(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if not gts or not dts:  # the common (video, class) of false positives only, or of misses only
+        present = [int(np.count_nonzero(t.sizes[:length, 0])) for t in gts]
+        kept = dts if keep is None else [d for d, k in zip(dts, keep.tolist()) if k]
+        _unmatched(counts, sum(present), sum(int(np.count_nonzero(t.sizes[:length, 0])) for t in kept),
+                   sum(n > 0 for n in present))
+        return counts, no_match
     gt_present = _presence(gts, length)  # [G, T]
     dt_present = _presence(dts, length)  # [D, T]
     if keep is not None:
@@ -209,12 +217,8 @@ def evaluate_sequence(
     gt_present, dt_present = gt_present[gt_ids], dt_present[dt_ids]
     num_g, num_d = gt_ids.size, dt_ids.size
     gt_dets, dt_dets = int(gt_present.sum()), int(dt_present.sum())
-    counts = Counts()
-    no_match = SequenceMatches(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     if dt_dets == 0 or gt_dets == 0:
-        counts.hota_fn[:], counts.hota_fp[:] = gt_dets, dt_dets
-        counts.clr_fn, counts.clr_fp, counts.ml = gt_dets, dt_dets, (num_g if dt_dets == 0 else 0)
-        counts.idfn, counts.idfp = gt_dets, dt_dets
+        _unmatched(counts, gt_dets, dt_dets, num_g)
         return counts, no_match
 
     # Dense similarity [T, G, D] (0 where either side is absent), GT rows as in TrackEval.
@@ -238,6 +242,14 @@ def evaluate_sequence(
     matches = _clear(sim, present, gt_count, counts)
     _identity(sim, gt_count, dt_count, counts)
     return counts, SequenceMatches(matches[0], gt_ids[matches[1]], dt_ids[matches[2]])
+
+
+def _unmatched(counts: Counts, gt_dets: int, dt_dets: int, gt_tracks: int) -> None:
+    """TrackEval's counts of a sequence without GT or without results: all misses or all false positives."""
+    counts.hota_fn[:], counts.hota_fp[:] = gt_dets, dt_dets
+    counts.clr_fn, counts.clr_fp = gt_dets, dt_dets
+    counts.ml = gt_tracks if dt_dets == 0 else 0
+    counts.idfn, counts.idfp = gt_dets, dt_dets
 
 
 def _presence(tracks: Sequence[Track], length: int) -> np.ndarray:
