@@ -110,7 +110,8 @@ def test_report_writes_page_figures_and_every_number(report: Path) -> None:
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page), "the page must not need the network"
     assert page.count("data:image/png;base64,") == 3 + len(strips)
     metrics = json.loads((report / "metrics.json").read_text())
-    assert {"stats", "per_class_ap", "tracking", "breakdown", "errors", "pr_curves"} <= set(metrics)
+    assert {"stats", "per_class_ap", "tracking", "tracking_per_class", "breakdown", "errors", "pr_curves"} <= set(metrics)
+    assert set(metrics["tracking_per_class"]["disc"]) == set(TRACKING_KEYS)
     assert len(metrics["pr_curves"]["IoU=0.50"]["mean over classes"]) == 101
     assert not list(report.rglob("*.partial"))
 

@@ -118,6 +118,8 @@ def metrics_json(result: EvaluationResult, parts: Breakdown, errors: ErrorAnalys
     }
     if result.tracking is not None:
         out["tracking"] = result.tracking.to_json()
+        out["tracking_per_class"] = {result.category_names[cid]: scores
+                                     for cid, scores in result.tracking.per_class.items()}
     if result.tracking_thresholded is not None:
         out["tracking_score_thresh"] = {"score_thresh": result.tracking_thresholded.score_threshold,
                                         **result.tracking_thresholded.to_json()}
