@@ -7,6 +7,7 @@ The numbers equal those of TrackEval's ``YouTubeVIS`` dataset with its ``HOTA``,
   present (frames beyond the video's ``file_names`` are ignored, missing ones are absent);
 * every result track counts, whatever its score (no threshold, no 100-per-video cap);
 * crowd GT tracks are ordinary GT tracks (TrackEval only uses ``iscrowd`` for its track mAP);
+* a result mask of another size than the GT mask has IoU 0 with it (TrackEval stops on such input);
 * each class is evaluated on its own; a class is combined over videos by summing counts, and the
   classes are combined the two ways TrackEval does: ``class_avg`` (``cls_comb_cls_av``: the mean of
   the per-class scores over every GT category, empty ones included, counts summed) and ``det_avg``
