@@ -11,12 +11,21 @@ Prints one JSON line: sizes, generation time, evaluation wall and CPU time (CPU 
 number on a shared machine), and with ``--from-files`` the same for ``cico.evaluation.evaluate`` on
 the written JSON files, parsing included.
 
-    python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--from-files]
+``--tracking`` also times the evaluation with the tracking metrics (HOTA, CLEAR, Identity), side by
+side with the plain one, and reports the ratio. ``--vs-trackeval`` writes the files and compares the
+CPU time of the whole ``cico evaluate GT RESULTS --tracking`` command with TrackEval's YouTubeVIS
+evaluation of HOTA, CLEAR and Identity on the same files (each in its own process, imports and
+parsing included); e.g. the 30-video case with about 2400 result tracks:
+
+    python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--from-files] [--tracking]
+    python benchmarks/eval_speed.py --videos 30 --results-per-video 80 --vs-trackeval
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,6 +140,56 @@ def make_case(num_videos: int, frames: int, gt_per_video: int, res_per_video: in
     return gt, results
 
 
+_TRACKEVAL = """
+import sys, trackeval
+config = trackeval.Evaluator.get_default_eval_config()
+config.update(USE_PARALLEL=False, PRINT_RESULTS=False, PRINT_CONFIG=False, TIME_PROGRESS=False, OUTPUT_SUMMARY=False,
+              OUTPUT_DETAILED=False, PLOT_CURVES=False, BREAK_ON_ERROR=True, DISPLAY_LESS_PROGRESS=True)
+root = sys.argv[1]
+dataset = trackeval.datasets.YouTubeVIS({"GT_FOLDER": root + "/gt/", "TRACKERS_FOLDER": root + "/trackers/",
+                                         "SPLIT_TO_EVAL": "bench", "PRINT_CONFIG": False, "OUTPUT_FOLDER": root + "/out"})
+metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+           trackeval.metrics.Identity({"PRINT_CONFIG": False})]
+out, _ = trackeval.Evaluator(config).evaluate([dataset], metrics)
+res = out["YouTubeVIS"]["bench"]["COMBINED_SEQ"]["cls_comb_cls_av"]
+print("RESULT", res["HOTA"]["HOTA"].mean(), res["Identity"]["IDF1"])
+"""
+
+
+def _child_cpu(command: list[str]) -> tuple[float, float, str]:
+    """CPU seconds (user + system) and wall seconds of a child process, and its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall, run.stdout
+
+
+def versus_trackeval(gt: dict, results: list) -> dict:
+    """CPU time of ``cico evaluate --tracking`` and of TrackEval (HOTA, CLEAR, Identity) on the same files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_dir = Path(tmp, "gt", "youtube_vis_bench")
+        tracker_dir = Path(tmp, "trackers", "youtube_vis_bench", "bench", "data")
+        gt_dir.mkdir(parents=True)
+        tracker_dir.mkdir(parents=True)
+        gt_path, res_path = gt_dir / "gt.json", tracker_dir / "results.json"
+        gt_path.write_text(json.dumps(gt))
+        res_path.write_text(json.dumps(results))
+        cico_cpu, cico_wall, cico_out = _child_cpu(
+            [sys.executable, "-m", "cico", "evaluate", str(gt_path), str(res_path), "--tracking", "--json"])
+        te_cpu, te_wall, te_out = _child_cpu([sys.executable, "-c", _TRACKEVAL, tmp])
+    line = json.loads(cico_out.strip().splitlines()[-1])
+    hota, idf1 = (float(v) for v in te_out.split("RESULT")[-1].split())
+    return {
+        "cico_evaluate_tracking_cpu_s": round(cico_cpu, 2), "cico_evaluate_tracking_wall_s": round(cico_wall, 2),
+        "trackeval_cpu_s": round(te_cpu, 2), "trackeval_wall_s": round(te_wall, 2),
+        "cpu_ratio_cico_over_trackeval": round(cico_cpu / te_cpu, 3),
+        "HOTA_cico": line["tracking"]["class_avg"]["HOTA"], "HOTA_trackeval": hota,
+        "IDF1_cico": line["tracking"]["class_avg"]["IDF1"], "IDF1_trackeval": idf1,
+    }  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=300)
@@ -139,6 +198,9 @@ def main() -> int:
     parser.add_argument("--results-per-video", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--from-files", action="store_true", help="also time evaluation from written JSON files")
+    parser.add_argument("--tracking", action="store_true", help="also time the evaluation with tracking metrics")
+    parser.add_argument("--vs-trackeval", action="store_true",
+                        help="compare the CPU time of 'cico evaluate --tracking' with TrackEval's on written files")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -163,6 +225,21 @@ def main() -> int:
         "AP": round(metric.stats["AP"], 4),
         "AP50": round(metric.stats["AP50"], 4),
     }
+    if args.tracking:
+        start, cpu = time.perf_counter(), time.process_time()
+        tracked = evaluate(gt, results, tracking=True)
+        report["evaluate_tracking_s"] = round(time.perf_counter() - start, 2)
+        report["evaluate_tracking_cpu_s"] = round(time.process_time() - cpu, 2)
+        start, cpu = time.perf_counter(), time.process_time()  # the plain one again, right beside it
+        evaluate(gt, results)
+        plain_cpu = (evaluate_cpu_s + time.process_time() - cpu) / 2
+        report["evaluate_cpu_s_mean_of_2"] = round(plain_cpu, 2)
+        report["tracking_overhead"] = round(report["evaluate_tracking_cpu_s"] / plain_cpu - 1, 3)
+        assert tracked.tracking is not None
+        report["HOTA"] = round(tracked.tracking.class_avg["HOTA"], 4)
+        report["IDF1"] = round(tracked.tracking.class_avg["IDF1"], 4)
+    if args.vs_trackeval:
+        report.update(versus_trackeval(gt, results))
     if args.from_files:
         with tempfile.TemporaryDirectory() as tmp:
             gt_path, res_path = Path(tmp, "gt.json"), Path(tmp, "results.json")

@@ -31,7 +31,8 @@ from cico.data.annotations import parse_annotations
 from cico.data.clips import ClipBatch, ClipDataConfig, ClipDataset, reference_object_order
 from cico.data.transforms import TrainAugmentation
 from cico.data.rle import decode, encode
-from cico.model.checkpoint import model_from_state_dict, reference_to_cico
+from cico.model.checkpoint import model_from_state_dict
+from cico.model.convert import reference_to_cico
 from cico.model.config import get_preset
 from cico.training.losses import CiCoLoss
 from cico.training.matcher import match_batch

@@ -9,7 +9,7 @@ import supervision as sv
 
 from cico.data.rle import encode
 from cico.outputs.interop import to_detections, tracks_from_results
-from cico.outputs.results import Track
+from cico.inference.tracks import Track
 
 
 def rect(y1: int, y2: int, x1: int, x2: int) -> np.ndarray:

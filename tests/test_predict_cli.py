@@ -134,8 +134,10 @@ def test_eval_writes_results_zip_and_scores(weights: Path, tmp_path: Path, capsy
                  "--out", str(out), "--quiet", "--json"]) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     stats = json.loads(stdout[-1])
-    assert list(stats) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    assert list(stats) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+                           "tracking"]
     assert any("Average Precision" in line for line in stdout)
+    assert (out / "report" / "report.html").is_file() and (out / "report" / "metrics.json").is_file()
     results = json.loads((out / "results.json").read_text())
     gt = json.loads(ann.read_text())
     assert {r["video_id"] for r in results} <= {v["id"] for v in gt["videos"]}

@@ -59,5 +59,6 @@ def _run(args: argparse.Namespace, env: Distributed) -> int:
     if not (paths.has_gt and annotations.has_gt and annotations.tracks):
         print("no ground truth in this split: submit the zip to the evaluation server")
         return 0
-    print_report(evaluate_reporting_warnings("cico eval", paths.ann_file, summary.results), args.json)
+    result = evaluate_reporting_warnings("cico eval", paths.ann_file, summary.results, tracking=True, details=True)
+    print_report(result, args.json, report=out / "report", frames=paths.frames_dir)
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from ..data.annotations import Annotations, load_annotations
 from ..data.sources import FrameFiles, dataset_videos
 from ..errors import CicoError
+from ..fileio import atomic_write
 from ..evaluation.ytvis import AREA_RANGES
 from ..structures import FrameResult
 from ..media import Mp4Writer, write_gif
@@ -108,10 +108,11 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
         axis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"{stats['videos']} videos, {stats['frames']} frames, {stats['tracks']} tracks")
     fig.tight_layout()
-    partial = path.with_name(path.stem + ".partial.png")
-    fig.savefig(partial, dpi=100)
-    plt.close(fig)
-    os.replace(partial, path)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def gt_frames(ann: Annotations, video_id: int, images: FrameFiles):
@@ -161,9 +162,8 @@ def run(args: argparse.Namespace) -> int:
                     writer.write(image)
             written.append(writer.path)
     stats = dataset_stats(ann)
-    partial = args.out / "stats.partial.json"
-    partial.write_text(json.dumps(stats, indent=1))
-    os.replace(partial, args.out / "stats.json")
+    with atomic_write(args.out / "stats.json") as tmp:
+        tmp.write_text(json.dumps(stats, indent=1))
     plot_stats(stats, args.out / "stats.png")
     print(stats_table(stats))
     print(f"wrote {len(written)} {'GIFs' if args.gif else 'videos'}, stats.json and stats.png to {args.out}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
 
@@ -60,6 +60,24 @@ class Track:
 
 
 @dataclass(frozen=True)
+class VideoMeta:
+    """What the tracking metrics and breakdowns need to know of one GT video.
+
+    Attributes:
+        name: the folder of its first frame (``file_names[0]`` up to the first ``/``), as TrackEval
+            names sequences; ``"video <id>"`` without ``file_names``.
+        length: number of frames (``len(file_names)``, else ``length``; ``None`` if neither is given).
+        long_video: the video is marked ``"long_video": true`` (the YouTube-VIS 2022 long-video split).
+        file_names: its frame paths, relative to the frames folder (empty if the file has none).
+    """
+
+    name: str
+    length: int | None
+    long_video: bool
+    file_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """The ground truth in evaluation scope.
 
@@ -70,6 +88,7 @@ class GroundTruth:
         categories: category id -> name, in ascending id order.
         tracks: GT tracks of known videos and categories, in file order.
         source: where the ground truth came from (for messages).
+        videos: video id -> name, length and long-video mark.
     """
 
     video_ids: list[int]
@@ -77,6 +96,7 @@ class GroundTruth:
     categories: dict[int, str]
     tracks: list[Track]
     source: str
+    videos: dict[int, VideoMeta] = field(default_factory=dict)
 
 
 def read_json(path: Source, what: str) -> Any:
@@ -132,15 +152,16 @@ def _track_masks(
     """Per-frame compressed RLEs, areas ``[L]`` and sizes ``[L, 2]`` of one track's segmentations."""
     if not isinstance(segmentations, list):
         raise CicoError(f"{where}: 'segmentations' must be a list, got {type(segmentations).__name__}", source)
-    rles: list[RLE | None] = []
-    frames: list[int] = []
-    for frame, seg in enumerate(segmentations):
-        if not seg:  # null, [] and {} all mean "absent" (the official `if a:`)
-            rles.append(None)
+    rles: list[RLE | None] = [None] * len(segmentations)
+    frames = [frame for frame, seg in enumerate(segmentations) if seg]  # null, [] and {} mean "absent"
+    _convert_uncompressed(segmentations, frames, rles)
+    for frame in frames:
+        seg = segmentations[frame]
+        if rles[frame] is not None:
             continue
         rle: RLE | None
         if type(seg) is dict and type(seg.get("counts")) is str and "size" in seg:
-            rle = seg  # compressed RLE, used as is (the common case, kept fast)
+            rles[frame] = seg  # compressed RLE, used as is (the common case, kept fast)
         else:
             height, width = size
             if isinstance(seg, list) and (height is None or width is None):
@@ -152,8 +173,7 @@ def _track_masks(
             except Exception as err:  # pycocotools raises bare Exception for unsupported input
                 problem = f"segmentations[{frame}] is not a valid polygon or RLE ({err})"
                 raise CicoError(f"{where}: {problem}", source) from None
-        rles.append(rle)
-        frames.append(frame)
+            rles[frame] = rle
     n = len(rles)
     areas = np.zeros(n, dtype=np.int64)
     sizes = np.zeros((n, 2), dtype=np.int64)
@@ -173,6 +193,23 @@ def _track_masks(
     return rles, areas, sizes
 
 
+def _convert_uncompressed(segmentations: list, frames: list[int], rles: list[RLE | None]) -> None:
+    """Compress a track's uncompressed RLEs (as GT files hold them) in one call; on any problem leave
+    them to the frame-by-frame path, which names the bad frame."""
+    first = segmentations[frames[0]] if frames else None
+    if not (type(first) is dict and type(first.get("counts")) is list):
+        return  # compressed RLEs or polygons (results files): nothing to batch
+    todo = [f for f in frames if type(segmentations[f]) is dict and type(segmentations[f].get("counts")) is list]
+    if len(todo) < 2:
+        return
+    try:
+        converted = mask_utils.frPyObjects([segmentations[f] for f in todo], 0, 0)
+    except Exception:  # noqa: BLE001 -- pycocotools raises bare Exception; the slow path reports it
+        return
+    for f, rle in zip(todo, converted):
+        rles[f] = rle
+
+
 def _valid_rle(rle: RLE | None) -> bool:
     try:
         size = rle["size"]  # type: ignore[index]
@@ -186,6 +223,16 @@ def _mean_nonzero(areas: Sequence[Any]) -> float:
     """The official ``avg_area``: mean of the truthy entries, 0 when there is none."""
     kept = [a for a in areas if a]
     return float(np.array(kept).mean()) if kept else 0.0
+
+
+def _video_meta(video: Mapping[str, Any], vid: int) -> VideoMeta:
+    """Name, length and long-video mark of one ``videos`` entry (lenient: only tracking needs them)."""
+    names = video.get("file_names")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return VideoMeta(names[0].split("/")[0], len(names), bool(video.get("long_video", False)), tuple(names))
+    length = video.get("length")
+    length = length if isinstance(length, int) and not isinstance(length, bool) else None
+    return VideoMeta(f"video {vid}", length, bool(video.get("long_video", False)))
 
 
 def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
@@ -202,6 +249,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
             raise CicoError(f"'{key}' must be a list, got {type(data[key]).__name__}", source)
 
     video_sizes: dict[int, tuple[int | None, int | None]] = {}
+    videos: dict[int, VideoMeta] = {}
     for i, video in enumerate(data["videos"]):
         vid = _integer(_field(video, "id", f"videos[{i}]", source), f"videos[{i}].id", source)
         height, width = video.get("height"), video.get("width")
@@ -209,6 +257,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
             _integer(height, f"videos[{i}].height", source) if height is not None else None,
             _integer(width, f"videos[{i}].width", source) if width is not None else None,
         )
+        videos[vid] = _video_meta(video, vid)
     names: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
         cid = _integer(_field(cat, "id", f"categories[{i}]", source), f"categories[{i}].id", source)
@@ -244,7 +293,7 @@ def load_ground_truth(gt: Source | Mapping[str, Any]) -> GroundTruth:
                 raise CicoError(f"{where}: 'areas' must be a list of numbers or null", source)
             avg_area = _mean_nonzero(area_field)
         tracks.append(Track(ann_id, vid, cid, 0.0, bool(iscrowd), avg_area, rles, areas, sizes))
-    return GroundTruth(sorted(video_sizes), video_sizes, categories, tracks, source)
+    return GroundTruth(sorted(video_sizes), video_sizes, categories, tracks, source, videos)
 
 
 def load_results(

@@ -20,12 +20,14 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .loading import GroundTruth, Track, load_ground_truth, load_results
-from .video_iou import video_iou
+from .tracking import Counts as TrackingCounts
+from .tracking import SequenceMatches, TrackingResult, class_average, evaluate_sequence
+from .video_iou import frame_ious, video_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # [T] .50:.05:.95
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # [R] 0:.01:1
@@ -61,6 +63,9 @@ class EvaluationResult:
         precision: ``[T=10, R=101, K, A=4, M=3]`` precision at each IoU threshold, recall
             threshold, category, area range and maxDets (-1 = undefined), as official ``eval['precision']``.
         recall: ``[T, K, A, M]`` maximal recall, as official ``eval['recall']``.
+        tracking: the tracking metrics (HOTA, CLEAR, Identity) of every result track, when asked.
+        tracking_thresholded: the same on the result tracks whose score reaches a threshold, when asked.
+        details: what breakdowns and the error analysis need, when asked.
     """
 
     stats: dict[str, float]
@@ -68,6 +73,9 @@ class EvaluationResult:
     category_names: dict[int, str]
     precision: np.ndarray = field(repr=False)
     recall: np.ndarray = field(repr=False)
+    tracking: TrackingResult | None = None
+    tracking_thresholded: TrackingResult | None = None
+    details: EvaluationDetails | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """The 12 numbers in the familiar COCO summary lines."""
@@ -93,6 +101,53 @@ class EvaluationResult:
         for start in range(0, len(cells), columns):
             rows.append(" | ".join(f"{name:<{width}} | {ap:>5}" for name, ap in cells[start : start + columns]))
         return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class PairData:
+    """The AP evaluation of one (video, category).
+
+    Attributes:
+        dts: the results the AP sees, in score order (at most 100).
+        gts: the GT tracks, in file order.
+        ious: ``[D, G]`` video IoU.
+        record: the matching of every area range and IoU threshold.
+    """
+
+    dts: list[Track]
+    gts: list[Track]
+    ious: np.ndarray
+    record: _VideoRecord
+
+
+@dataclass(frozen=True)
+class EvaluationDetails:
+    """Everything computed on the way to the 12 numbers, for breakdowns and error analysis.
+
+    Attributes:
+        truth: the ground truth.
+        results: the results of GT categories, in file order.
+        pairs: (video id, category id) -> its AP evaluation, for every pair with GT or results.
+        matches: (video id, category id) -> CLEAR's per-frame matches (with tracking only).
+        zip_truncation, gt_id_zero_never_matches: the options the AP was computed with.
+    """
+
+    truth: GroundTruth
+    results: list[Track]
+    pairs: dict[tuple[int, int], PairData]
+    matches: dict[tuple[int, int], SequenceMatches]
+    zip_truncation: bool
+    gt_id_zero_never_matches: bool
+
+    def stats(self, videos: Iterable[int] | None = None) -> tuple[dict[str, float], dict[int, float]]:
+        """The 12 numbers and per-class AP on a subset of the videos (all when ``None``)."""
+        keep = None if videos is None else set(videos)
+        records: dict[int, list[_VideoRecord]] = defaultdict(list)
+        for (vid, cid), pair in sorted(self.pairs.items()):
+            if keep is None or vid in keep:
+                records[cid].append(pair.record)
+        category_ids = list(self.truth.categories)
+        return _summary(*_arrays_of(category_ids, records), category_ids)
 
 
 @dataclass
@@ -219,12 +274,37 @@ def _summarize(
     return float(np.mean(s[s > -1])) if np.any(s > -1) else -1.0
 
 
+def _arrays_of(category_ids: list[int], records: Mapping[int, list[_VideoRecord]]) -> tuple[np.ndarray, np.ndarray]:
+    """Precision ``[T, R, K, A, M]`` and recall ``[T, K, A, M]`` of the records of each category."""
+    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(category_ids), len(AREA_RANGES),
+                          len(MAX_DETS)))
+    recall = -np.ones((len(IOU_THRESHOLDS), len(category_ids), len(AREA_RANGES), len(MAX_DETS)))
+    for k, cid in enumerate(category_ids):
+        precision[:, :, k], recall[:, k] = _accumulate(records.get(cid, []))
+    return precision, recall
+
+
+def _summary(
+    precision: np.ndarray, recall: np.ndarray, category_ids: list[int]
+) -> tuple[dict[str, float], dict[int, float]]:
+    """The 12 numbers and per-class AP (.50:.95, all areas, 100 dets) of accumulated arrays."""
+    stats = {name: _summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
+    per_class: dict[int, float] = {}
+    for k, cid in enumerate(category_ids):
+        s = precision[:, :, k, 0, -1]
+        per_class[cid] = float(np.mean(s[s > -1])) if np.any(s > -1) else -1.0
+    return stats, per_class
+
+
 def evaluate(
     gt: str | Path | Mapping[str, Any],
     results: str | Path | Sequence[Mapping[str, Any]],
     *,
     zip_truncation: bool = True,
     gt_id_zero_never_matches: bool = True,
+    tracking: bool = False,
+    track_score_thresh: float | None = None,
+    details: bool = False,
 ) -> EvaluationResult:
     """Score YouTube-VIS / OVIS results with the official video mask AP/AR.
 
@@ -238,6 +318,10 @@ def evaluate(
             frames it lacks. ``False`` treats the missing frames as "object absent".
         gt_id_zero_never_matches: official quirk (default): a result matched to a GT track whose id
             is 0 counts as a false positive (a warning is issued). ``False`` counts it as a match.
+        tracking: also compute the tracking metrics (:mod:`cico.evaluation.tracking`), from the
+            same per-frame IoUs.
+        track_score_thresh: also compute the tracking metrics on the results scoring at least this.
+        details: keep what breakdowns and the error analysis need (:class:`EvaluationDetails`).
 
     Returns:
         The 12 numbers, per-class AP and the precision/recall arrays.
@@ -246,7 +330,8 @@ def evaluate(
         CicoError: malformed ground truth or results, or a result on a video the GT does not have.
     """
     with _gc_paused():
-        return _evaluate(gt, results, zip_truncation, gt_id_zero_never_matches)
+        return _evaluate(gt, results, zip_truncation, gt_id_zero_never_matches, tracking or track_score_thresh
+                         is not None, track_score_thresh, details)
 
 
 @contextmanager
@@ -268,6 +353,9 @@ def _evaluate(
     results: str | Path | Sequence[Mapping[str, Any]],
     zip_truncation: bool,
     gt_id_zero_never_matches: bool,
+    tracking: bool,
+    track_score_thresh: float | None,
+    keep_details: bool,
 ) -> EvaluationResult:
     truth: GroundTruth = load_ground_truth(gt)
     tracks, dropped = load_results(results, truth)
@@ -293,24 +381,37 @@ def _evaluate(
         )
 
     category_ids = list(truth.categories)
-    num_k = len(category_ids)
-    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), num_k, len(AREA_RANGES), len(MAX_DETS)))
-    recall = -np.ones((len(IOU_THRESHOLDS), num_k, len(AREA_RANGES), len(MAX_DETS)))
+    records: dict[int, list[_VideoRecord]] = defaultdict(list)
+    pairs: dict[tuple[int, int], PairData] = {}
+    track_counts: dict[tuple[int, int], TrackingCounts] = {}
+    thresholded_counts: dict[tuple[int, int], TrackingCounts] = {}
+    matches: dict[tuple[int, int], SequenceMatches] = {}
     mismatched_frames, mismatch_example = 0, ""
-    for k, cid in enumerate(category_ids):
-        records = []
+    for cid in category_ids:
         for vid in truth.video_ids:
-            gts, dts = gts_of.get((vid, cid), []), dts_of.get((vid, cid), [])
-            if not gts and not dts:
+            gts, all_dts = gts_of.get((vid, cid), []), dts_of.get((vid, cid), [])
+            if not gts and not all_dts:
                 continue
-            order = np.argsort([-d.score for d in dts], kind="mergesort")[: MAX_DETS[-1]]
-            dts = [dts[i] for i in order]
-            ious, mismatch = video_iou(dts, gts, zip_truncation)
+            order = np.argsort([-d.score for d in all_dts], kind="mergesort")[: MAX_DETS[-1]]
+            dts = [all_dts[i] for i in order]
+            if tracking:  # one per-frame IoU computation serves both metrics
+                frames = frame_ious(all_dts, gts)
+                ious, mismatch = video_iou(dts, gts, zip_truncation, frames, order)
+                length = truth.videos[vid].length if vid in truth.videos else None
+                length = length or max(len(t.rles) for t in gts + all_dts)
+                track_counts[vid, cid], matches[vid, cid] = evaluate_sequence(gts, all_dts, frames, length)
+                if track_score_thresh is not None:
+                    keep = np.array([d.score >= track_score_thresh for d in all_dts], dtype=bool)
+                    thresholded_counts[vid, cid] = evaluate_sequence(gts, all_dts, frames, length, keep)[0]
+            else:
+                ious, mismatch = video_iou(dts, gts, zip_truncation)
             if mismatch is not None:
                 mismatch_example = mismatch_example or mismatch.example
                 mismatched_frames += mismatch.frames
-            records.append(_evaluate_video(ious, dts, gts, gt_id_zero_never_matches))
-        precision[:, :, k], recall[:, k] = _accumulate(records)
+            record = _evaluate_video(ious, dts, gts, gt_id_zero_never_matches)
+            records[cid].append(record)
+            if keep_details:
+                pairs[vid, cid] = PairData(dts, gts, ious, record)
     if mismatched_frames:
         warnings.warn(
             f"{mismatched_frames} (result, GT) frame pairs have masks of different sizes and count as empty,"
@@ -319,9 +420,28 @@ def _evaluate(
             stacklevel=3,
         )
 
-    stats = {name: _summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
-    per_class: dict[int, float] = {}
-    for k, cid in enumerate(category_ids):
-        s = precision[:, :, k, 0, -1]
-        per_class[cid] = float(np.mean(s[s > -1])) if np.any(s > -1) else -1.0
-    return EvaluationResult(stats, per_class, dict(truth.categories), precision, recall)
+    precision, recall = _arrays_of(category_ids, records)
+    stats, per_class = _summary(precision, recall, category_ids)
+    return EvaluationResult(
+        stats, per_class, dict(truth.categories), precision, recall,
+        _tracking_result(track_counts, category_ids, None) if tracking else None,
+        _tracking_result(thresholded_counts, category_ids, track_score_thresh) if track_score_thresh is not None
+        else None,
+        EvaluationDetails(truth, tracks, pairs, matches, zip_truncation, gt_id_zero_never_matches) if keep_details
+        else None,
+    )
+
+
+def _tracking_result(
+    counts: dict[tuple[int, int], TrackingCounts], category_ids: list[int], threshold: float | None
+) -> TrackingResult:
+    per_class_counts = {cid: TrackingCounts() for cid in category_ids}
+    for (_, cid), part in counts.items():
+        per_class_counts[cid] += part
+    return TrackingResult(
+        class_average(list(per_class_counts.values())),
+        TrackingCounts.total(per_class_counts.values()).scores(),
+        {cid: c.scores() for cid, c in per_class_counts.items()},
+        counts,
+        threshold,
+    )

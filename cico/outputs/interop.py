@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.annotations import read_json
 from ..errors import CicoError
-from .results import Track
+from ..inference.tracks import Track
 
 if TYPE_CHECKING:
     import supervision as sv
