@@ -38,11 +38,13 @@ from torch.utils.data import DataLoader
 
 from ..data.annotations import Annotations, annotations_to_dict, load_annotations
 from ..data.clips import ClipBatch, ClipDataConfig, ClipDataset
+from ..data.image_clips import ImageClipDataset, MixedClipDataset, load_image_annotations
 from ..errors import CicoError
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import ModelConfig, get_preset
 from ..model.network import CiCo
 from .config import TrainConfig, config_from_dict, config_to_dict
+from .finetune import freeze_backbone, transfer_checkpoint
 from .init import load_coco_init, load_imagenet_backbone, reference_init
 from .losses import CiCoLoss
 from .sampler import EpochItems, RunOrder, iterations_per_epoch
@@ -166,11 +168,15 @@ class Trainer:
                             "another --out", self.run_dir)
         return None
 
-    def _datasets(self) -> tuple[ClipDataset, Annotations | None]:
+    def _datasets(self) -> tuple[ClipDataset | MixedClipDataset, Annotations | None]:
         cfg = self.cfg
-        if not cfg.train_ann or not cfg.train_frames:
-            raise CicoError("no training data: give --ann FILE --frames DIR or --dataset NAME --data-root DIR")
-        train_ann = load_annotations(cfg.train_ann)
+        if (not cfg.train_ann or not cfg.train_frames) and not cfg.images.ann:
+            raise CicoError("no training data: give --ann FILE --frames DIR or --dataset NAME --data-root DIR "
+                            "(or --images FILE --image-frames DIR)")
+        # finetune hook: COCO images as pseudo-clips, alone or mixed with videos (cico.data.image_clips)
+        image_ann = load_image_annotations(cfg.images.ann) if cfg.images.ann else None
+        train_ann = load_annotations(cfg.train_ann) if cfg.train_ann else image_ann
+        assert train_ann is not None
         base = self._model_config(train_ann)
         data = ClipDataConfig(
             clip_frames=base.clip_frames, min_size=cfg.data.min_size or base.min_size,
@@ -180,7 +186,17 @@ class Trainer:
         val = load_annotations(cfg.val_ann) if cfg.val_ann else None
         if val is not None and val.category_ids != train_ann.category_ids:
             raise CicoError("the held-out split's categories differ from the training annotations", cfg.val_ann)
-        return ClipDataset(train_ann, cfg.train_frames, data), val
+        if image_ann is None:
+            return ClipDataset(train_ann, cfg.train_frames, data), val
+        if not cfg.images.frames:
+            raise CicoError("no image folder: give --image-frames DIR with --images", cfg.images.ann)
+        videos = ClipDataset(train_ann, cfg.train_frames, data) if cfg.train_ann else None
+        images = ImageClipDataset(image_ann, cfg.images.frames, data, cfg.images, train_ann.class_names)
+        mixed = MixedClipDataset(videos, images, cfg.images.ratio)
+        if self.env.is_main:
+            print(f"images {cfg.images.ann}: {len(images)} images as pseudo-clips, {mixed.image_items} of "
+                  f"{len(mixed)} clips per epoch; {images.left_out} annotations of other classes left out", flush=True)
+        return mixed, val
 
     def _model_config(self, ann: Annotations) -> ModelConfig:
         overrides = dict(self.cfg.model)
@@ -202,23 +218,21 @@ class Trainer:
             notes.append(f"backbone {cfg.backbone_weights}: {loaded.summary()}")
         if cfg.init:
             notes.append(f"init {cfg.init}: {self._load_init(model, cfg.init)}")
+        if cfg.freeze_at:  # finetune hook
+            notes.append(f"freeze_at={cfg.freeze_at}: {freeze_backbone(model, cfg.freeze_at)} backbone parameters frozen")
         if env.is_main:
             for note in notes:
                 print(note, flush=True)
         return model
 
     def _load_init(self, model: CiCo, path: str) -> str:
-        """A cico checkpoint: copy every same-shaped tensor. Otherwise: a reference COCO checkpoint."""
+        """A cico checkpoint: every tensor whose meaning carries over, the class layer by class name
+        (:func:`~cico.training.finetune.transfer_checkpoint`). Otherwise: a reference COCO checkpoint."""
         try:
             checkpoint = load_checkpoint(path)
         except CicoError:
             return load_coco_init(model, path, self.cfg.inflation).summary()
-        own = model.state_dict()
-        same = {k: v for k, v in checkpoint["model"].items() if k in own and own[k].shape == v.shape}
-        if not same:
-            raise CicoError("no tensor of this checkpoint fits the model", path)
-        model.load_state_dict(same, strict=False)
-        return f"{len(same)} of {len(own)} tensors copied from a cico checkpoint"
+        return transfer_checkpoint(model, checkpoint, path).summary()
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -385,7 +399,7 @@ class _Loop:
         self.window: dict[str, list[float]] = {}
         self.window_start = time.perf_counter()
 
-    def train(self, dataset: ClipDataset, start: int) -> None:
+    def train(self, dataset: ClipDataset | MixedClipDataset, start: int) -> None:
         cfg, env = self.cfg, self.env
         order = RunOrder(len(dataset), cfg.batch_size, cfg.seed, start, self.total, env.rank, env.world_size)
         loader = DataLoader(EpochItems(dataset), batch_size=cfg.batch_size, sampler=order,
