@@ -125,7 +125,7 @@ def images_from_videos(annotations: Annotations, stride: int = 1) -> dict[str, A
                 if not track.has_valid_box(frame):
                     continue
                 objects.append({"id": len(objects) + 1, "image_id": image_id, "category_id": track.category_id,
-                                "iscrowd": int(track.iscrowd), "bbox": list(track.bboxes[frame]),
+                                "iscrowd": int(track.iscrowd), "bbox": list(track.bboxes[frame] or ()),
                                 "area": track.areas[frame], "segmentation": track.segmentations[frame] or []})
     categories = [{"id": c.id, "name": c.name} for c in annotations.categories]
     return {"images": images, "annotations": objects, "categories": categories}
@@ -157,7 +157,7 @@ def _box_of(mask: np.ndarray) -> np.ndarray | None:
 
 
 def warp_clip(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, matrices: np.ndarray,
-              border: Sequence[float] = (0.0, 0.0, 0.0)) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+              border: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0)) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Warp one image and its objects into ``T`` frames.
 
     Args:
@@ -268,7 +268,7 @@ class ImageClipDataset(Dataset[ClipSample]):
         masks = np.zeros((len(tracks), video.height, video.width), np.uint8)
         boxes = np.zeros((len(tracks), 4), np.float32)
         for j, track in enumerate(tracks):
-            x, y, w, h = track.bboxes[0]
+            x, y, w, h = track.bboxes[0] or (0.0, 0.0, 0.0, 0.0)  # valid: the items have boxes
             boxes[j] = [x, y, x + w - 1, y + h - 1]
             mask = self.annotations.mask(track, 0)
             if mask is not None:

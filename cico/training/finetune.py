@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..errors import CicoError
+from ..model.backbone import ResNetBackbone, SwinBackbone
 from ..model.checkpoint import load_checkpoint
 from ..model.config import ModelConfig
 from ..model.network import CiCo
@@ -199,11 +200,15 @@ def checkpoint_architecture(path: str | Path) -> tuple[str | None, dict[str, Any
     return checkpoint.get("preset"), {k: v for k, v in config.items() if k in names}
 
 
-def _backbone_stages(backbone: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+def _backbone_stages(backbone: ResNetBackbone | SwinBackbone) -> list[list[tuple[nn.Module, str]]]:
     """The backbone's stages in order, stem first, each as ``(parent, attribute)`` pairs."""
-    if hasattr(backbone, "patch_embed"):
-        return [[(backbone, "patch_embed")]] + [[(backbone.layers, str(i))] for i in range(len(backbone.layers))]
-    return [[(backbone, "conv1"), (backbone, "bn1")]] + [[(backbone.layer, str(i))] for i in range(len(backbone.layer))]
+    blocks: nn.ModuleList
+    stem: list[tuple[nn.Module, str]]
+    if isinstance(backbone, SwinBackbone):
+        stem, blocks = [(backbone, "patch_embed")], backbone.layers
+    else:
+        stem, blocks = [(backbone, "conv1"), (backbone, "bn1")], backbone.layer
+    return [stem] + [[(blocks, str(i))] for i in range(len(blocks))]
 
 
 def _frozen_norms(module: nn.Module) -> nn.Module:
