@@ -105,16 +105,15 @@ def run(args: argparse.Namespace) -> int:
             raise CicoError("--resume keeps the run's settings; KEY=VALUE overrides are not allowed with it")
         final = train(TrainConfig(out=str(args.out)), resume=True, iters=args.iters, epochs=args.epochs)
     else:
-        values: dict[str, object] = {"out": str(args.out), **_data_values(args)}
-        preset = args.preset
-        if args.init is not None:  # finetune hook: a cico checkpoint's network settings
-            carried = checkpoint_architecture(args.init)
-            if carried is not None:
-                preset = preset or carried[0]
-                values["model"] = carried[1]
+        # finetune hook: a cico checkpoint's network settings (and preset)
+        carried = checkpoint_architecture(args.init) if args.init is not None else None
+        preset = args.preset or (carried[0] if carried is not None else None)
         if not preset:
             raise CicoError("--preset NAME is needed to start a run (e.g. tiny_yolact, cico_yolact_r50_yt19)"
                             + ("; the --init checkpoint names none" if args.init is not None else ""))
+        values: dict[str, object] = {"out": str(args.out), **_data_values(args)}
+        if carried is not None:
+            values["model"] = carried[1]
         if args.iters is not None:
             values.update(iters=args.iters)
         if args.epochs is not None:
