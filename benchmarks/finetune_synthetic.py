@@ -18,9 +18,10 @@ image stage (pseudo-clips of COCO-format images) as a start for a video run.
 
 Prints ONE JSON line: the settings, each run's held-out AP curve ``[[iteration, AP], ...]``, its final 12
 numbers and its training time. The runs are deterministic (fixed seeds, deterministic data order and
-augmentation), so the AP numbers do not depend on the machine's load; the times do. Usage::
+augmentation), so the AP numbers do not depend on the machine's load, nor on ``--jobs``; the times do.
+The defaults are the README's numbers (three processes of one network thread each). Usage::
 
-    python benchmarks/finetune_synthetic.py --out /tmp/cico_finetune [--iters 900] [--eval-every 150] [--jobs 3]
+    python benchmarks/finetune_synthetic.py --out /tmp/cico_finetune [--iters 500] [--eval-every 100] [--jobs 1]
 """
 from __future__ import annotations
 
@@ -103,14 +104,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=DemoData.frames)
     parser.add_argument("--size", default="{}x{}".format(*DemoData.size))
     parser.add_argument("--max-objects", type=int, default=DemoData.max_objects)
-    parser.add_argument("--iters", type=int, default=900, help="iterations of each video run")
-    parser.add_argument("--eval-every", type=int, default=150)
-    parser.add_argument("--image-iters", type=int, default=400, help="iterations of the image stage")
+    parser.add_argument("--iters", type=int, default=500, help="iterations of each video run")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--image-iters", type=int, default=200, help="iterations of the image stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="network threads per run (1 on a shared machine)")
     parser.add_argument("--runs", default="finetune_demo,scratch,video_from_images",
                         help="which video runs (video_from_images includes the image stage)")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=int, default=3,
                         help="runs side by side in separate processes (same numbers: every run is deterministic)")
     args = parser.parse_args()
 
