@@ -118,7 +118,8 @@ def main() -> None:
     classes = tuple(n.strip() for n in args.classes.split(","))
     size = parse_size(args.size)
     data = {}
-    for split, videos, seed in (("train", args.train_videos, args.seed + 7), ("val", args.val_videos, args.seed + 1007)):
+    splits = (("train", args.train_videos, args.seed + 7), ("val", args.val_videos, args.seed + 1007))
+    for split, videos, seed in splits:
         data[split] = make_synthetic(args.out / split, videos, args.frames, size, seed=seed, class_names=classes,
                                      max_objects=args.max_objects, overwrite=True)
     common = {"val_ann": str(data["val"]), "val_frames": str(data["val"].parent / "JPEGImages"), "seed": args.seed,

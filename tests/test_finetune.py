@@ -104,7 +104,8 @@ def test_another_classifier_type_reinitialises_and_other_shapes_stay_at_their_in
                         classifier="softmax", **{**SMALL, "track_dim": 4})
     fresh_track = model.head.track_layer.weight.detach().clone()
     report = transfer_checkpoint(model, checkpoint)
-    assert report.class_layer == "reinitialised" and "classifier sigmoid in the checkpoint, softmax here" in report.reason
+    assert report.class_layer == "reinitialised"
+    assert "classifier sigmoid in the checkpoint, softmax here" in report.reason
     assert torch.equal(model.head.track_layer.weight, fresh_track)
     assert "head.track_layer.weight" in report.kept and "left at their init: 2" in report.summary()
 
@@ -120,7 +121,8 @@ def test_checkpoint_architecture_of_the_demo_model_leaves_the_classes_to_the_dat
 def test_finetune_recipe_sits_on_the_presets_recipe() -> None:
     tiny, fine = make_config("tiny_yolact", "tiny"), make_config("tiny_yolact", "finetune")
     assert fine.recipe == "finetune" and fine.optimizer == tiny.optimizer == "adamw"
-    assert fine.lr == pytest.approx(tiny.lr / 4) and fine.schedule.warmup_init == pytest.approx(tiny.schedule.warmup_init / 4)
+    assert fine.lr == pytest.approx(tiny.lr / 4)
+    assert fine.schedule.warmup_init == pytest.approx(tiny.schedule.warmup_init / 4)
     assert fine.loss == tiny.loss and fine.model["frozen_bn"] is True and fine.model["min_size"] == 128
     assert fine.iters == 1500 and fine.freeze_at == 0
     reference = make_config("cico_yolact_r50_yt19", "finetune", ["freeze_at=2", "lr=1e-4"])

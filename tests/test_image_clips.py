@@ -130,7 +130,8 @@ def test_classes_match_by_name_and_other_classes_are_left_out(tmp_path: Path, vi
         image_id = dataset.images[dataset.items[index]].id
         by_id = {t.id: t.category_id for t in ann.tracks_of(image_id)}
         sample = dataset[index]
-        assert all(by_id[i] == {1: 3, 2: 2}[label] for i, label in zip(sample.track_ids.tolist(), sample.labels.tolist()))
+        pairs = zip(sample.track_ids.tolist(), sample.labels.tolist())
+        assert all(by_id[i] == {1: 3, 2: 2}[label] for i, label in pairs)
     with pytest.raises(CicoError, match="no image has a valid non-crowd box of a training class"):
         ImageClipDataset(ann, videos.parent / "JPEGImages", _config(3), class_names=("disc",))
 

@@ -157,7 +157,8 @@ def _box_of(mask: np.ndarray) -> np.ndarray | None:
 
 
 def warp_clip(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, matrices: np.ndarray,
-              border: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0)) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+              border: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
+              ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Warp one image and its objects into ``T`` frames.
 
     Args:

@@ -219,7 +219,8 @@ class Trainer:
         if cfg.init:
             notes.append(f"init {cfg.init}: {self._load_init(model, cfg.init)}")
         if cfg.freeze_at:  # finetune hook
-            notes.append(f"freeze_at={cfg.freeze_at}: {freeze_backbone(model, cfg.freeze_at)} backbone parameters frozen")
+            frozen = freeze_backbone(model, cfg.freeze_at)
+            notes.append(f"freeze_at={cfg.freeze_at}: {frozen} backbone parameters frozen")
         if env.is_main:
             for note in notes:
                 print(note, flush=True)

@@ -148,7 +148,8 @@ def _transfer_class_layer(model: CiCo, source: ModelConfig, state: Mapping[str, 
     return {weight: out_w.reshape(own[weight].shape), bias: out_b.reshape(own[bias].shape)}
 
 
-def transfer_checkpoint(model: CiCo, checkpoint: Mapping[str, Any], source: str | Path = "checkpoint") -> TransferReport:
+def transfer_checkpoint(model: CiCo, checkpoint: Mapping[str, Any],
+                        source: str | Path = "checkpoint") -> TransferReport:
     """Load a cico checkpoint (:func:`~cico.model.checkpoint.load_checkpoint`'s dict) into ``model``.
 
     Every same-named, same-shaped tensor is copied except the class layer, which follows its classes by
