@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=DEFAULT_CLASSES,
                         help=f"number of shape classes, the first K of {', '.join(SYNTHETIC_CLASSES)} "
                              f"(default {DEFAULT_CLASSES})")
+    parser.add_argument("--class-names", metavar="A,B,...",
+                        help="draw these shapes instead of the first K (e.g. star,ring,cross: classes the "
+                             "demo model has not seen, for fine-tuning)")
     parser.add_argument("--max-objects", type=int, default=6, help="at most this many objects per video")
     parser.add_argument("--object-size", default="{:g}-{:g}".format(*SceneConfig.object_size), metavar="LOW-HIGH",
                         help="range of object diameters as fractions of the frame's short side "
@@ -50,14 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     object_size = parse_range(args.object_size)
+    class_names = tuple(n.strip() for n in args.class_names.split(",") if n.strip()) if args.class_names else ()
     start = time.perf_counter()
     path = make_synthetic(args.out, args.videos, args.frames, size, seed=args.seed, classes=args.classes,
                           max_objects=args.max_objects, object_size=object_size,
-                          video_files=args.video_files, fps=args.fps,
+                          video_files=args.video_files, fps=args.fps, class_names=class_names,
                           overwrite=args.overwrite, workers=args.workers)
     seconds = time.perf_counter() - start
     instances = len(json.loads(path.read_text())["annotations"])
     videos = f" and {args.videos} mp4 files" if args.video_files else ""
     print(f"wrote {args.videos} videos x {args.frames} frames ({size[0]}x{size[1]}), {instances} instances "
-          f"of {args.classes} classes to {path}{videos} in {seconds:.1f} s")
+          f"of {len(class_names) or args.classes} classes to {path}{videos} in {seconds:.1f} s")
     return 0

@@ -7,10 +7,12 @@ Examples::
         --data-root datasets --split train_sub --init weights/resnet50_coco_yolact.pth --out runs/r50
     cico train --out runs/r50 --resume
     cico train --out runs/r50 --resume runs/r50/checkpoints/iter_00005000.pt
+    cico train --preset tiny_condinst --ann a.json --frames f --out runs/x lr=0.005 model.min_size=160
+    cico train --init final.pt --recipe finetune --ann mine.json --frames f --out runs/ft freeze_at=2
+    cico train --preset tiny_yolact --images coco.json --image-frames images --out runs/img
 
 SIGTERM or SIGINT stops a run after its current step with a checkpoint of that step, and the exit code
 75; ``--resume`` continues it.
-    cico train --preset tiny_condinst --ann a.json --frames f --out runs/x lr=0.005 model.min_size=160
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="network preset, e.g. tiny_yolact, cico_yolact_r50_yt19")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
     parser.add_argument("--recipe", default="auto",
-                        help="training recipe: reference, tiny, or auto (tiny for tiny_* presets; default)")
+                        help="training recipe: reference, tiny, finetune (fine-tuning an --init checkpoint, on top "
+                             "of the preset's recipe), or auto (tiny for tiny_* presets, else reference; default)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help="train for N iterations")
     length.add_argument("--epochs", type=int, help="train for E epochs (passes over the training clips)")
@@ -48,7 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-frames", type=Path, metavar="DIR", help="frames of --val-ann (default: --frames)")
     parser.add_argument("--init", type=Path, metavar="FILE",
                         help="initial weights: a reference frame-level COCO checkpoint (2D->3D inflation) or "
-                             "a cico checkpoint (same-shaped tensors are copied)")
+                             "any cico checkpoint (fine-tuning: its network settings are kept, every tensor "
+                             "copied except the class layer rows of classes it does not know, matched by name; "
+                             "--preset then defaults to the checkpoint's)")
+    images = parser.add_argument_group("images as clips (COCO-format image datasets, alone or with videos)")
+    images.add_argument("--images", type=Path, metavar="FILE",
+                        help="COCO instance file; each image becomes pseudo-clips of T jittered frames")
+    images.add_argument("--image-frames", type=Path, metavar="DIR", help="folder the images' file_name are relative to")
+    images.add_argument("--image-ratio", type=float, metavar="R",
+                        help="share of pseudo-clips among the training clips when videos are given too (default 0.5)")
     parser.add_argument("--backbone-weights", type=Path, metavar="FILE",
                         help="local ImageNet weights: torchvision ResNet .pth or timm/Microsoft Swin-T")
     parser.add_argument("--seed", type=int, help="run seed (default 0)")
@@ -58,11 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training-setting overrides")
 
 
-def _data_values(args: argparse.Namespace) -> dict[str, str]:
-    train = resolve_dataset(args)
-    values = {"train_ann": str(train.ann_file), "train_frames": str(train.frames_dir)}
+def _data_values(args: argparse.Namespace) -> dict[str, object]:
+    values: dict[str, object] = {}
+    if args.images is not None:  # image datasets as pseudo-clips
+        if not args.images.is_file():
+            raise CicoError("image annotation file not found", args.images)
+        if args.image_frames is None or not args.image_frames.is_dir():
+            raise CicoError("--image-frames DIR (an existing folder) is needed with --images", args.images)
+        images = {"ann": str(args.images), "frames": str(args.image_frames)}
+        values["images"] = images if args.image_ratio is None else {**images, "ratio": args.image_ratio}
+    train_frames = None
+    if args.images is None or args.ann is not None or args.dataset:
+        train = resolve_dataset(args)
+        values.update(train_ann=str(train.ann_file), train_frames=str(train.frames_dir))
+        train_frames = train.frames_dir
     if args.val_ann is not None:
-        frames = args.val_frames or args.frames or train.frames_dir
+        frames = args.val_frames or args.frames or train_frames
+        if frames is None:
+            raise CicoError("--val-frames DIR is needed with --val-ann in an image-only run", args.val_ann)
         if not args.val_ann.is_file():
             raise CicoError("held-out annotation file not found", args.val_ann)
         values.update(val_ann=str(args.val_ann), val_frames=str(frames))
@@ -94,6 +118,7 @@ def _train(args: argparse.Namespace) -> Path:
     from ..training.config import TrainConfig, make_config
     from ..training.engine import train
     from .sharding import held_out_evaluator
+    from ..training.finetune import checkpoint_architecture
 
     evaluate = held_out_evaluator()
     if args.resume:
@@ -101,9 +126,15 @@ def _train(args: argparse.Namespace) -> Path:
             raise CicoError("--resume keeps the run's settings; KEY=VALUE overrides are not allowed with it")
         return train(TrainConfig(out=str(args.out)), resume=args.resume, iters=args.iters, epochs=args.epochs,
                      evaluate=evaluate)
-    if not args.preset:
-        raise CicoError("--preset NAME is needed to start a run (e.g. tiny_yolact, cico_yolact_r50_yt19)")
+    # a cico checkpoint given to --init brings its network settings (and preset)
+    carried = checkpoint_architecture(args.init) if args.init is not None else None
+    preset = args.preset or (carried[0] if carried is not None else None)
+    if not preset:
+        raise CicoError("--preset NAME is needed to start a run (e.g. tiny_yolact, cico_yolact_r50_yt19)"
+                        + ("; the --init checkpoint names none" if args.init is not None else ""))
     values: dict[str, object] = {"out": str(args.out), **_data_values(args)}
+    if carried is not None:
+        values["model"] = carried[1]
     if args.iters is not None:
         values.update(iters=args.iters)
     if args.epochs is not None:
@@ -117,5 +148,5 @@ def _train(args: argparse.Namespace) -> Path:
         values["init"] = str(args.init)
     if args.backbone_weights is not None:
         values["backbone_weights"] = str(args.backbone_weights)
-    cfg = make_config(args.preset, args.recipe, list(args.overrides), **values)
+    cfg = make_config(preset, args.recipe, list(args.overrides), **values)
     return train(cfg, evaluate=evaluate)

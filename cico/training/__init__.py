@@ -11,6 +11,7 @@ Modules:
   the periodic evaluation is a callable the caller gives (:data:`~cico.training.loop.Evaluator`).
 * :mod:`~cico.training.state`: checkpoints and the state they hold; :mod:`~cico.training.preemption`:
   SIGTERM/SIGINT; :mod:`~cico.training.run_log`: metrics; :mod:`~cico.training.distributed`: ranks.
+* :mod:`~cico.training.finetune`: checkpoint transfer with the class layer matched by name, ``freeze_at``.
 * :mod:`~cico.training.schedule`, :mod:`~cico.training.sampler`, :mod:`~cico.training.init`:
   learning-rate schedule, resumable data order, initialisation.
 """

@@ -114,6 +114,8 @@ def _run(cfg: TrainConfig, env: Distributed, device: torch.device, autocast: tor
                   f"{len(data.val.videos)} videos with the training set: its AP is not a held-out number "
                   "(train on train_sub and evaluate on valid_sub, see 'cico split')", flush=True)
         print(frozen_note, flush=True)
+        if data.note:
+            print(data.note, flush=True)
     model, notes = build_model(cfg, data.model)
     model = model.to(device)
     if cfg.sync_bn and env.world_size > 1:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..data.annotations import Annotations
 from ..data.clips import ClipBatch, ClipDataset
+from ..data.image_clips import MixedClipDataset
 from ..errors import CicoError
 from ..model.checkpoint import save_checkpoint
 from ..model.network import CiCo
@@ -86,7 +87,7 @@ def too_many_failed_loads(failed: int, loads: int) -> bool:
     return loads >= MIN_LOADS and failed > MAX_FAILED_SHARE * loads
 
 
-def _loader(ctx: LoopContext, dataset: ClipDataset, start: int) -> DataLoader:
+def _loader(ctx: LoopContext, dataset: ClipDataset | MixedClipDataset, start: int) -> DataLoader:
     cfg, env = ctx.cfg, ctx.env
     order = RunOrder(len(dataset), cfg.batch_size, cfg.seed, start, ctx.total, env.rank, env.world_size,
                      cfg.accumulate)
@@ -106,7 +107,7 @@ def _steps(loader: DataLoader, accumulate: int) -> Iterator[list[tuple[ClipBatch
         yield micro
 
 
-def run_loop(ctx: LoopContext, state: TrainState, dataset: ClipDataset, stop: StopRequest) -> None:
+def run_loop(ctx: LoopContext, state: TrainState, dataset: ClipDataset | MixedClipDataset, stop: StopRequest) -> None:
     """Train from ``state.iteration`` to ``ctx.total``.
 
     Raises:

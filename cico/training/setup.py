@@ -18,6 +18,7 @@ from torch import nn
 from ..data.annotations import Annotations, load_annotations
 from ..data.check import check_frames
 from ..data.clips import ClipDataConfig, ClipDataset
+from ..data.image_clips import ImageClipDataset, MixedClipDataset, load_image_annotations
 from ..data.transforms import TrainAugmentation
 from ..errors import CicoError
 from ..model.checkpoint import load_checkpoint
@@ -25,6 +26,7 @@ from ..model.config import ModelConfig, get_preset
 from ..model.network import CiCo
 from .config import TrainConfig
 from .distributed import Distributed
+from .finetune import freeze_backbone, transfer_checkpoint
 from .init import load_coco_init, load_imagenet_backbone, reference_init
 
 __all__ = ["RunData", "FROZEN_BN_BELOW", "device_for", "amp_dtype", "cpu_has_fast_bf16", "load_data",
@@ -46,10 +48,11 @@ class RunData:
             periodic evaluation is not held-out.
     """
 
-    train: ClipDataset
+    train: ClipDataset | MixedClipDataset
     val: Annotations | None
     model: ModelConfig
     shared: int = 0
+    note: str = ""
 
 
 def device_for(cfg: TrainConfig, env: Distributed) -> torch.device:
@@ -105,14 +108,22 @@ def load_data(cfg: TrainConfig, frozen: bool) -> RunData:
     Raises:
         CicoError: no training data, categories that differ, or frame files missing (all named).
     """
-    if not cfg.train_ann or not cfg.train_frames:
-        raise CicoError("no training data: give --ann FILE --frames DIR or --dataset NAME --data-root DIR")
-    train_ann = load_annotations(cfg.train_ann)
+    if (not cfg.train_ann or not cfg.train_frames) and not cfg.images.ann:
+        raise CicoError("no training data: give --ann FILE --frames DIR or --dataset NAME --data-root DIR "
+                        "(or --images FILE --image-frames DIR)")
+    # COCO images as pseudo-clips, alone or mixed with videos (cico.data.image_clips)
+    image_ann = load_image_annotations(cfg.images.ann) if cfg.images.ann else None
+    train_ann = load_annotations(cfg.train_ann) if cfg.train_ann else image_ann
+    assert train_ann is not None
+    if image_ann is not None and not cfg.images.frames:
+        raise CicoError("no image folder: give --image-frames DIR with --images", cfg.images.ann)
     base = model_config(cfg, train_ann, frozen)
     val = load_annotations(cfg.val_ann) if cfg.val_ann else None
     if val is not None and val.category_ids != train_ann.category_ids:
         raise CicoError("the held-out split's categories differ from the training annotations", cfg.val_ann)
-    missing = missing_frames(train_ann, cfg.train_frames)
+    missing = missing_frames(train_ann, cfg.train_frames) if cfg.train_ann else []
+    if image_ann is not None:
+        missing += missing_frames(image_ann, cfg.images.frames)
     if val is not None:
         missing += missing_frames(val, cfg.val_frames)
     if missing:
@@ -124,8 +135,15 @@ def load_data(cfg: TrainConfig, frozen: bool) -> RunData:
         normalization=base.normalization)
     data = ClipDataConfig(clip_frames=base.clip_frames, augment=augment, size_divisor=base.size_divisibility,
                           seed=cfg.seed)
-    shared = shared_videos(train_ann, cfg.train_frames, val, cfg.val_frames) if val is not None else 0
-    return RunData(ClipDataset(train_ann, cfg.train_frames, data), val, base, shared)
+    shared = shared_videos(train_ann, cfg.train_frames, val, cfg.val_frames) if val is not None and cfg.train_ann else 0
+    if image_ann is None:
+        return RunData(ClipDataset(train_ann, cfg.train_frames, data), val, base, shared)
+    videos = ClipDataset(train_ann, cfg.train_frames, data) if cfg.train_ann else None
+    images = ImageClipDataset(image_ann, cfg.images.frames, data, cfg.images, train_ann.class_names)
+    mixed = MixedClipDataset(videos, images, cfg.images.ratio)
+    note = (f"images {cfg.images.ann}: {len(images)} images as pseudo-clips, {mixed.image_items} of {len(mixed)} "
+            f"clips per epoch; {images.left_out} annotations of other classes left out")
+    return RunData(mixed, val, base, shared, note)
 
 
 def frozen_bn(cfg: TrainConfig) -> tuple[bool, str]:
@@ -167,6 +185,9 @@ def build_model(cfg: TrainConfig, config: ModelConfig) -> tuple[CiCo, list[str]]
         notes.append(f"backbone {cfg.backbone_weights}: {loaded.summary()}")
     if cfg.init:
         notes.append(f"init {cfg.init}: {_load_init(cfg, model, cfg.init)}")
+    if cfg.freeze_at:
+        frozen = freeze_backbone(model, cfg.freeze_at)
+        notes.append(f"freeze_at={cfg.freeze_at}: {frozen} backbone parameters frozen")
     if cfg.recipe == "reference" and not cfg.init and not cfg.backbone_weights:
         notes.append(f"warning: {cfg.preset} starts from random weights; the published recipe starts from the "
                      f"reference's frame-level COCO checkpoint of its backbone ({config.backbone}; --init FILE), "
@@ -175,17 +196,13 @@ def build_model(cfg: TrainConfig, config: ModelConfig) -> tuple[CiCo, list[str]]
 
 
 def _load_init(cfg: TrainConfig, model: CiCo, path: str) -> str:
-    """A cico checkpoint: copy every same-shaped tensor. Otherwise: a reference COCO checkpoint."""
+    """A cico checkpoint: every tensor whose meaning carries over, the class layer by class name
+    (:func:`~cico.training.finetune.transfer_checkpoint`). Otherwise: a reference COCO checkpoint."""
     try:
         checkpoint = load_checkpoint(path)
     except CicoError:
         return load_coco_init(model, path, cfg.inflation).summary()
-    own = model.state_dict()
-    same = {k: v for k, v in checkpoint["model"].items() if k in own and own[k].shape == v.shape}
-    if not same:
-        raise CicoError("no tensor of this checkpoint fits the model", path)
-    model.load_state_dict(same, strict=False)
-    return f"{len(same)} of {len(own)} tensors copied from a cico checkpoint"
+    return transfer_checkpoint(model, checkpoint, path).summary()
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:

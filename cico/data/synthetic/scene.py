@@ -34,6 +34,8 @@ class SceneConfig:
         frames: number of frames per video.
         size: frame ``(height, width)`` in pixels.
         classes: number of classes, the first ``classes`` names of :data:`SYNTHETIC_CLASSES`.
+        class_names: the shapes to draw instead (names of :data:`SYNTHETIC_CLASSES`, category id = position
+            in it + 1), e.g. ``("star", "ring", "cross")`` for a class set the demo model has not seen.
         max_objects: objects per video are drawn uniformly from ``1..max_objects``.
         object_size: range ``(low, high)`` of an object's base diameter as a fraction of the frame's
             short side; over time it scales by up to about 1.4x either way, kept within 5 % and
@@ -45,6 +47,12 @@ class SceneConfig:
     classes: int = DEFAULT_CLASSES
     max_objects: int = 6
     object_size: tuple[float, float] = (0.10, 0.28)
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names drawn: ``class_names``, else the first ``classes``."""
+        return self.class_names or SYNTHETIC_CLASSES[:self.classes]
 
 
 @dataclass
@@ -151,8 +159,9 @@ class Scene:
 
         self.objects: list[_Object] = []  # back to front
         for _ in range(rng.integers(1, config.max_objects + 1)):
-            category_id = int(rng.integers(1, config.classes + 1))
-            fills, holes = shape_polygons(SYNTHETIC_CLASSES[category_id - 1], rng)
+            name = config.names[int(rng.integers(1, len(config.names) + 1)) - 1]
+            category_id = SYNTHETIC_CLASSES.index(name) + 1
+            fills, holes = shape_polygons(name, rng)
             texture = object_texture(rng, background_mean)
             low, high = config.object_size
             base = 0.5 * rng.uniform(low, high) * short
@@ -241,6 +250,10 @@ def check_config(config: SceneConfig) -> None:
         raise CicoError(f"frames must be at least 1, got {config.frames}")
     if not 1 <= config.classes <= len(SYNTHETIC_CLASSES):
         raise CicoError(f"classes must be in 1..{len(SYNTHETIC_CLASSES)}, got {config.classes}")
+    unknown = [n for n in config.class_names if n not in SYNTHETIC_CLASSES]
+    if unknown or len(set(config.class_names)) != len(config.class_names):
+        raise CicoError(f"class names must be distinct names of {', '.join(SYNTHETIC_CLASSES)}; got "
+                        f"{', '.join(config.class_names)}")
     if config.max_objects < 1:
         raise CicoError(f"max_objects must be at least 1, got {config.max_objects}")
     low, high = config.object_size

@@ -146,6 +146,7 @@ def make_synthetic(
     jpeg_quality: int = 90,
     overwrite: bool = False,
     workers: int | None = None,
+    class_names: tuple[str, ...] = (),
 ) -> Path:
     """Write a synthetic YouTube-VIS dataset and return the path of its annotation file.
 
@@ -159,6 +160,7 @@ def make_synthetic(
         videos: number of videos. frames: frames per video. size: ``(height, width)``.
         seed: the dataset seed; video ``i`` is drawn from ``default_rng([seed, i])``.
         classes: use the first ``classes`` names of :data:`SYNTHETIC_CLASSES`.
+        class_names: draw these shapes instead (see :class:`SceneConfig`).
         max_objects: objects per video are 1..max_objects.
         object_size: range of the objects' base diameters, as fractions of the short side.
         workers: processes rendering videos in parallel (default: up to 2); output is identical.
@@ -170,7 +172,8 @@ def make_synthetic(
     """
     out_dir = Path(out_dir)
     config = SceneConfig(frames=frames, size=(int(size[0]), int(size[1])), classes=classes,
-                         max_objects=max_objects, object_size=(float(object_size[0]), float(object_size[1])))
+                         max_objects=max_objects, object_size=(float(object_size[0]), float(object_size[1])),
+                         class_names=tuple(class_names))
     check_config(config)
     if videos < 1:
         raise CicoError(f"videos must be at least 1, got {videos}")
@@ -192,8 +195,8 @@ def make_synthetic(
                  "max_objects": max_objects, "object_size": list(config.object_size)},
         "licenses": [],
         "videos": [],
-        "categories": [{"id": k + 1, "name": name, "supercategory": "shape"}
-                       for k, name in enumerate(SYNTHETIC_CLASSES[:classes])],
+        "categories": [{"id": SYNTHETIC_CLASSES.index(name) + 1, "name": name, "supercategory": "shape"}
+                       for name in config.names],
         "annotations": [],
     }
     for video, tracks in _run_jobs(jobs, min(workers, videos)):
