@@ -21,6 +21,7 @@ from cico.data.image_clips import (
     warp_clip,
 )
 from cico.data.synthetic import make_synthetic
+from cico.data.transforms import TrainAugmentation
 from cico.errors import CicoError
 
 H, W = 64, 96
@@ -43,8 +44,8 @@ def images(videos: Path) -> Path:
 
 def _config(frames: int = 5) -> ClipDataConfig:
     """No flip, no expand, no resize: the clip shows the jitter alone."""
-    return ClipDataConfig(clip_frames=frames, min_size=H, max_size=W, flip_prob=0.0, expand_prob=0.0,
-                          normalization="rgb")
+    return ClipDataConfig(clip_frames=frames, augment=TrainAugmentation(min_size=H, max_size=W, flip_prob=0.0,
+                                                                        expand_prob=0.0, normalization="rgb"))
 
 
 def _box_of(mask: torch.Tensor) -> list[float]:

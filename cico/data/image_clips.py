@@ -37,7 +37,6 @@ from .clips import (
     ClipDataset,
     ClipSample,
     collate,
-    read_frame,
 )
 from .sources import read_image
 from .transforms import fill_value
