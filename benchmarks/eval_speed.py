@@ -147,7 +147,8 @@ config.update(USE_PARALLEL=False, PRINT_RESULTS=False, PRINT_CONFIG=False, TIME_
               OUTPUT_DETAILED=False, PLOT_CURVES=False, BREAK_ON_ERROR=True, DISPLAY_LESS_PROGRESS=True)
 root = sys.argv[1]
 dataset = trackeval.datasets.YouTubeVIS({"GT_FOLDER": root + "/gt/", "TRACKERS_FOLDER": root + "/trackers/",
-                                         "SPLIT_TO_EVAL": "bench", "PRINT_CONFIG": False, "OUTPUT_FOLDER": root + "/out"})
+                                         "SPLIT_TO_EVAL": "bench", "PRINT_CONFIG": False,
+                                         "OUTPUT_FOLDER": root + "/out"})
 metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
            trackeval.metrics.Identity({"PRINT_CONFIG": False})]
 out, _ = trackeval.Evaluator(config).evaluate([dataset], metrics)

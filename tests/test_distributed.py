@@ -117,8 +117,9 @@ def test_cico_train_under_torchrun(synthetic: Path, tmp_path: Path) -> None:
     periodic = out / "eval" / "iter_00000002"
     assert len(json.loads((periodic / "results.json").read_text())) > 0
     assert (periodic / "results.json").read_bytes() == (tmp_path / "one" / "results.json").read_bytes()
-    assert json.loads(printed.strip().splitlines()[-1]) == lines[-1]["eval"] == json.loads(
-        (periodic / "stats.json").read_text())
+    numbers = json.loads(printed.strip().splitlines()[-1])
+    numbers.pop("tracking")  # cico eval adds the tracking metrics to the 12 numbers of the periodic evaluation
+    assert numbers == lines[-1]["eval"] == json.loads((periodic / "stats.json").read_text())
     assert load_model(out / "final.pt").config.num_classes == 3
 
 
@@ -187,9 +188,9 @@ def test_sharded_eval_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "two" / "submission.zip") as archive:
         assert archive.read("results.json") == one
     numbers = [json.loads(out.strip().splitlines()[-1]) for out in outputs[:2]]
-    assert numbers[0] == numbers[1] and len(numbers[0]) == 12
+    assert numbers[0] == numbers[1] and len(numbers[0]) == 13  # the 12 numbers and the tracking metrics
     assert outputs[0].count("wrote ") == 1  # only the main process writes and reports
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["results.json", "submission.zip"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["report", "results.json", "submission.zip"]
     # cico predict on a dataset split: the same results.json, every video's masks, no share folder left
     assert (tmp_path / "predict" / "results.json").read_bytes() == one
     assert sorted(p.name for p in (tmp_path / "predict").iterdir()) == ["masks", "results.json"]

@@ -110,7 +110,8 @@ def test_report_writes_page_figures_and_every_number(report: Path) -> None:
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page), "the page must not need the network"
     assert page.count("data:image/png;base64,") == 3 + len(strips)
     metrics = json.loads((report / "metrics.json").read_text())
-    assert {"stats", "per_class_ap", "tracking", "tracking_per_class", "breakdown", "errors", "pr_curves"} <= set(metrics)
+    expected = {"stats", "per_class_ap", "tracking", "tracking_per_class", "breakdown", "errors", "pr_curves"}
+    assert expected <= set(metrics)
     assert set(metrics["tracking_per_class"]["disc"]) == set(TRACKING_KEYS)
     assert len(metrics["pr_curves"]["IoU=0.50"]["mean over classes"]) == 101
     assert not list(report.rglob("*.partial"))
@@ -137,7 +138,8 @@ def test_report_opens_in_headless_chromium(report: Path, tmp_path: Path) -> None
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--no-first-run", "--user-data-dir=" + str(tmp_path / "profile"), "--enable-logging=stderr", "--v=0"]
     env = dict(os.environ, HOME=str(tmp_path))
-    run = subprocess.run(base + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, env=env, check=False)
+    run = subprocess.run(base + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, env=env,
+                         check=False)
     title = re.search(r"<title>(.*?)</title>", run.stdout)
     assert title is not None, run.stderr[-2000:]
     assert re.fullmatch(r"IMAGES (\d+) BROKEN 0", title.group(1)), title.group(1)

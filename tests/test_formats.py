@@ -11,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -19,7 +20,6 @@ from cico.data.annotations import Annotations, load_annotations
 from cico.data.formats.cvat import interpolate_polygon
 from cico.data.formats.ytvos import davis_palette
 from cico.data.rle import encode
-from conftest import SHARED
 
 H, W = 24, 32
 

@@ -25,20 +25,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN_DIR, SHARED
+from golden import cases, cico_names, preset_name, read_manifest, read_npz, reference_state_dict
 from pycocotools import mask as mask_utils
 
 from cico.data.annotations import parse_annotations
 from cico.data.clips import ClipBatch, ClipDataConfig, ClipDataset, reference_object_order
-from cico.data.transforms import TrainAugmentation
 from cico.data.rle import decode, encode
+from cico.data.transforms import TrainAugmentation
 from cico.model.checkpoint import model_from_state_dict
-from cico.model.convert import reference_to_cico
 from cico.model.config import get_preset
+from cico.model.convert import reference_to_cico
 from cico.training.losses import CiCoLoss
 from cico.training.matcher import match_batch
-from golden import cases, cico_names, preset_name, read_manifest, read_npz, reference_state_dict
-
-from conftest import GOLDEN_DIR, SHARED
 
 CASES = cases(GOLDEN_DIR, "train")
 IDS = [c.name for c in CASES]

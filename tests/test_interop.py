@@ -8,8 +8,8 @@ import numpy as np
 import supervision as sv
 
 from cico.data.rle import encode
-from cico.outputs.interop import to_detections, tracks_from_results
 from cico.inference.tracks import Track
+from cico.outputs.interop import to_detections, tracks_from_results
 
 
 def rect(y1: int, y2: int, x1: int, x2: int) -> np.ndarray:

@@ -9,8 +9,17 @@ import pytest
 
 from cico.data.sources import open_source
 from cico.media import Mp4Writer
-from cico.outputs.render import (MASK_ALPHA, PALETTE_RGB, RenderStyle, draw_frame, id_mask, place_labels, shown_tracks,
-                                 track_colour, write_png)
+from cico.outputs.render import (
+    MASK_ALPHA,
+    PALETTE_RGB,
+    RenderStyle,
+    draw_frame,
+    id_mask,
+    place_labels,
+    shown_tracks,
+    track_colour,
+    write_png,
+)
 from cico.structures import FrameResult
 
 

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking", action="store_true",
                         help="also compute HOTA, CLEAR (MOTA, IDSW, ...) and Identity (IDF1) as TrackEval does")
     parser.add_argument("--track-score-thresh", type=float, metavar="S", default=None,
-                        help="also report the tracking metrics on the result tracks with score >= S (implies --tracking)")
+                        help="also report the tracking metrics on the result tracks with score >= S "
+                             "(implies --tracking)")
     parser.add_argument("--breakdown", action="store_true",
                         help="AP and tracking metrics per class, size, video length, occlusion and video, and the "
                         "error analysis (implies --tracking)")

@@ -19,8 +19,14 @@ from typing import Any
 
 from ..data.annotations import Annotations, load_annotations, parse_annotations, read_json
 from ..data.formats import EXPORT_FORMATS
-from ..data.formats.base import (ExportObject, ExportVideo, image_size, parse_classes,
-                                 videos_from_annotations, write_folder)
+from ..data.formats.base import (
+    ExportObject,
+    ExportVideo,
+    image_size,
+    parse_classes,
+    videos_from_annotations,
+    write_folder,
+)
 from ..data.sources import dataset_videos, frame_files
 from ..errors import CicoError
 

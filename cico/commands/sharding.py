@@ -23,9 +23,9 @@ from ..data.annotations import annotations_to_dict
 from ..data.sources import Video, dataset_videos
 from ..evaluation import evaluate
 from ..inference.predictor import VideoPredictor
-from ..outputs.writer import RunSummary, predict_to_dir
 from ..model.network import CiCo
 from ..outputs.results import ResultsWriter
+from ..outputs.writer import RunSummary, predict_to_dir
 from ..training.distributed import Distributed
 from ..training.loop import EvalRequest, Evaluator
 from ..training.run_log import write_json

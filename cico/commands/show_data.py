@@ -19,11 +19,11 @@ import numpy as np
 from ..data.annotations import Annotations, load_annotations
 from ..data.sources import FrameFiles, dataset_videos
 from ..errors import CicoError
-from ..fileio import atomic_write
 from ..evaluation.ytvis import AREA_RANGES
-from ..structures import FrameResult
+from ..fileio import atomic_write
 from ..media import Mp4Writer, write_gif
 from ..outputs.render import RenderStyle, draw_frame
+from ..structures import FrameResult
 
 SIZES = ("small", "medium", "large")
 

@@ -117,8 +117,8 @@ def _train(args: argparse.Namespace) -> Path:
     """Start or resume the run; the periodic evaluation shares the held-out videos out over the processes."""
     from ..training.config import TrainConfig, make_config
     from ..training.engine import train
-    from .sharding import held_out_evaluator
     from ..training.finetune import checkpoint_architecture
+    from .sharding import held_out_evaluator
 
     evaluate = held_out_evaluator()
     if args.resume:

@@ -103,7 +103,8 @@ class Breakdown:
             lines.append(f"By {title}:")
             for g in groups:
                 ap = "-" if g.ap < 0 else f"{100 * g.ap:.1f}"
-                lines.append(f"  {g.name:<28} {len(g.videos):>4} videos  AP {ap:>5}  HOTA {100 * g.tracking['HOTA']:.1f}"
+                lines.append(f"  {g.name:<28} {len(g.videos):>4} videos  AP {ap:>5}  "
+                             f"HOTA {100 * g.tracking['HOTA']:.1f}"
                              f"  IDF1 {100 * g.tracking['IDF1']:.1f}  IDSW {int(g.tracking['IDSW'])}")
         lines.append("Per video, worst AP first (AP in %):")
         lines.append(f"  {'video':<24} {'frames':>6} {'GT':>4} {'AP':>6} {'IDSW':>5} {'HOTA':>6}")
@@ -194,17 +195,18 @@ def breakdown(result: EvaluationResult) -> Breakdown:
 
     mbor = video_mbor(truth)
     by_occlusion = []
-    for level, lo, hi in OCCLUSION_LEVELS:
+    for level, lower, upper in OCCLUSION_LEVELS:
         videos = [v for v in truth.video_ids if _occlusion_level(mbor[v]) == level]
-        bounds = f"<= {hi:g}" if lo == 0 else (f"> {lo:g}" if hi == float("inf") else f"{lo:g}-{hi:g}")
+        bounds = (f"<= {upper:g}" if lower == 0 else f"> {lower:g}" if upper == float("inf")
+                  else f"{lower:g}-{upper:g}")
         by_occlusion.append(group(f"{level} (MBOR {bounds})", videos))
 
     gt_count: dict[int, int] = {}
     for t in truth.tracks:
         gt_count[t.video_id] = gt_count.get(t.video_id, 0) + 1
     by_video: dict[int, Counts] = {vid: Counts() for vid in truth.video_ids}
-    for (vid, _), part in counts.items():
-        by_video[vid] += part
+    for (vid, _), video_counts in counts.items():
+        by_video[vid] += video_counts
     rows = []
     for vid in truth.video_ids:
         stats, _ = details.stats([vid])

@@ -127,7 +127,8 @@ def metrics_json(result: EvaluationResult, parts: Breakdown, errors: ErrorAnalys
     out["errors"] = errors.to_json()
     curves = _pr_curves(result)
     out["pr_curves"] = {"recall": RECALL_THRESHOLDS.tolist(),
-                        **{k: {n: (None if c is None else c.tolist()) for n, c in v.items()} for k, v in curves.items()}}
+                        **{k: {n: (None if c is None else c.tolist()) for n, c in v.items()}
+                           for k, v in curves.items()}}
     return out
 
 
@@ -317,7 +318,8 @@ def _slug(name: str) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;font-size:0.85em;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:0.85em;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{margin:12px 0}
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:0.85em;color:#555}.note{color:#555;font-size:.9em}
 """

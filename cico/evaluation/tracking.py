@@ -238,9 +238,9 @@ def evaluate_sequence(
     gt_count = gt_present.sum(1).astype(np.float64)  # [G]
     dt_count = dt_present.sum(1).astype(np.float64)  # [D]
 
-    present = _Present(gt_present, dt_present)
-    _hota(sim, present, gt_count, dt_count, counts)
-    matches = _clear(sim, present, gt_count, counts)
+    presence = _Present(gt_present, dt_present)
+    _hota(sim, presence, gt_count, dt_count, counts)
+    matches = _clear(sim, presence, gt_count, counts)
     _identity(sim, gt_count, dt_count, counts)
     return counts, SequenceMatches(matches[0], gt_ids[matches[1]], dt_ids[matches[2]])
 

@@ -27,8 +27,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.transforms import FlipMode
 from ..data.image_clips import ImageClipOptions
+from ..data.transforms import FlipMode
 from ..errors import CicoError
 from .init import InflationConfig
 from .losses import LossConfig

@@ -27,7 +27,7 @@ from torchvision.ops import distance_box_iou_loss, sigmoid_focal_loss
 
 from ..model.box_coder import circumscribed, decode
 from ..model.config import ModelConfig
-from ..model.masks import clip_masks
+from ..model.masks import MaskHead, clip_masks
 from ..model.outputs import HeadOutputs
 from .matcher import ClipTargets, MatchConfig, match_batch
 
@@ -144,7 +144,10 @@ def box_area_pixels(boxes: Tensor, height: int, width: int) -> Tensor:
 
 def _graph_zero(*tensors: Tensor) -> Tensor:
     """A zero that depends on ``tensors`` (so backward and DDP reach them) whatever their values."""
-    return sum(t.flatten()[:0].sum() for t in tensors)
+    zero = tensors[0].flatten()[:0].sum()
+    for t in tensors[1:]:
+        zero = zero + t.flatten()[:0].sum()
+    return zero
 
 
 class CiCoLoss(nn.Module):
@@ -157,7 +160,7 @@ class CiCoLoss(nn.Module):
         cfg: weights and settings (the reference's by default).
     """
 
-    def __init__(self, num_classes: int, mask_kind: str = "yolact", focal: bool = True,
+    def __init__(self, num_classes: int, mask_kind: MaskHead = "yolact", focal: bool = True,
                  cfg: LossConfig | None = None) -> None:
         super().__init__()
         self.num_classes, self.mask_kind, self.focal = num_classes, mask_kind, focal

@@ -248,10 +248,10 @@ def match_batch(boxes: list[Tensor], labels: list[Tensor], priors: Tensor,
         The batch's :class:`ClipTargets`.
     """
     supplemented = [supplement_absent_boxes(b) for b in boxes]
-    per_clip = [match_clip(b, l, priors, cfg) for b, l in zip(supplemented, labels)]
+    per_clip = [match_clip(b, lab, priors, cfg) for b, lab in zip(supplemented, labels)]
     conf = torch.cat([c for c, _, _ in per_clip])
     matched = torch.cat([m for _, m, _ in per_clip])
-    loc = torch.cat([l for _, _, l in per_clip])
+    loc = torch.cat([clip_loc for _, _, clip_loc in per_clip])
     bad = ~torch.isfinite(loc).all(dim=-1)
     if loc_pred is not None:
         bad |= ~torch.isfinite(loc_pred.detach()).all(dim=-1)

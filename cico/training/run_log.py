@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write
-
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = ["RunLogger", "LossWindow", "write_json"]
 

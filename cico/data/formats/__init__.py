@@ -26,4 +26,4 @@ def import_dataset(fmt: str, src: str | Path, options: ImportOptions | None = No
 
         raise CicoError("no such file or folder", src)
     module = importlib.import_module(f"{__name__}.{fmt}")
-    return module.read(src, options or ImportOptions())  # type: ignore[no-any-return]
+    return module.read(src, options or ImportOptions())

@@ -19,8 +19,7 @@ import numpy as np
 from ...errors import CicoError
 from ..rle import encode
 from ..sources import frame_files
-from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key,
-                   paint)
+from .base import DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key, paint
 
 KITTI_CLASSES = {1: "car", 2: "pedestrian"}
 IGNORE_CLASS = 10

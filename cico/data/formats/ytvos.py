@@ -23,8 +23,7 @@ from ...errors import CicoError
 from ..annotations import read_json
 from ..rle import encode
 from ..sources import frame_files
-from .base import (DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key,
-                   paint)
+from .base import DatasetBuilder, ExportVideo, ImportOptions, ImportResult, image_size, link_frames, natural_key, paint
 
 VOID = 255
 
