@@ -1,8 +1,8 @@
 """Exact spatio-temporal (video) mask IoU of the official YouTube-VIS metric, vectorised.
 
 The official ``computeIoU`` loops over every (result, GT) pair and every frame, merging RLEs:
-``IoU = sum_f |D_f & G_f| / sum_f |D_f | G_f|`` over the frames both segmentation lists cover (spec
-§3). Here one ``pycocotools.mask.iou`` call per frame gives every pair's ``I/U`` in double; with the
+``IoU = sum_f |D_f & G_f| / sum_f |D_f | G_f|`` over the frames both segmentation lists cover.
+Here one ``pycocotools.mask.iou`` call per frame gives every pair's ``I/U`` in double; with the
 integer areas ``a_d``, ``a_g`` the integer intersection is recovered exactly as
 ``I = round(iou * (a_d + a_g) / (1 + iou))`` -- the exact value is ``I`` since ``a_d + a_g = U + I``;
 each of the four floating-point steps adds a relative error of at most ``2**-53`` and ``I < 2**32``,

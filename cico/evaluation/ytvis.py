@@ -2,7 +2,7 @@
 
 ``evaluate(gt, results)`` gives the same 12 summary numbers as ``YTVOSeval.evaluate() /
 accumulate() / summarize()`` of the official ``ytvoseval.py`` on any input the official code accepts,
-quirks included (spec ``ytvis_eval.md`` §7): ``zip`` truncation of the frame lists, masks of another
+quirks included: ``zip`` truncation of the frame lists, masks of another
 size counting as empty, crowd GT with the plain IoU, GT area from the ``areas`` field, stable
 mergesort ordering, at most 100 results per (video, category) before the IoU, GT id 0 never a true
 positive, the later GT winning an IoU tie, closed area intervals and the ``eps`` that makes a perfect

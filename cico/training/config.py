@@ -2,9 +2,9 @@
 
 Recipes (``--recipe``; ``auto`` picks ``tiny`` for the ``tiny_*`` presets, else ``reference``):
 
-* ``reference``: the published recipe (spec §3.5): 6 clips of 3 frames per GPU (the README trains on
+* ``reference``: the published recipe: 6 clips of 3 frames per GPU (the README trains on
   4 GPUs, 24 clips per iteration), SGD lr 1e-3, momentum 0.9, weight decay 1e-4 on every parameter,
-  500-iteration linear warm-up from 1e-4, ×0.1 at epoch 9 of 12, the reference's ★ vertical flip and
+  500-iteration linear warm-up from 1e-4, ×0.1 at epoch 9 of 12, the reference's vertical flip and
   Xavier initialisation, no gradient clipping, a checkpoint and an evaluation every 2500 iterations, and
   ``model.frozen_bn=auto``: the backbone's batch norms are frozen below 4 clips per process, as the
   reference's ``freeze_bn``.
@@ -43,7 +43,7 @@ class DataOptions:
     """Training-clip options (:class:`~cico.data.clips.ClipDataConfig`); sizes 0 mean the model's.
 
     Attributes:
-        flip: ``"vertical"`` (★ the reference), ``"horizontal"`` or ``"none"``.
+        flip: ``"vertical"`` (the reference), ``"horizontal"`` or ``"none"``.
         flip_prob, expand_prob: probabilities of the flip and of the expand/crop step.
         min_size, max_size: training resize; 0 takes the model's test size (the reference uses the same).
     """
@@ -96,7 +96,7 @@ class TrainConfig:
         eval_overlap: frames shared by consecutive clips at evaluation (the reference uses 1).
         log_every: iterations per metrics line.
         num_workers: DataLoader worker processes per training process.
-        reference_init: Xavier-initialise every conv/linear layer first (the reference, spec §2.9).
+        reference_init: Xavier-initialise every conv/linear layer first (the reference).
         init: a reference frame-level COCO checkpoint (2D→3D inflation) or a cico checkpoint.
         backbone_weights: a local ImageNet file: torchvision ResNet ``.pth`` or timm/Microsoft Swin-T.
         freeze_at: freeze the first N backbone stages (1: the stem, ... 5: the whole backbone; 0: none),
@@ -156,9 +156,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # of the run, an EMA of the weights (0.999), the class loss at twice the reference weight (shape
     # classes were the main error), the horizontal flip, and torchvision's default initialisation, which
     # trains faster from scratch than Xavier on the backbone. The clips load in the training process: with
-    # two network threads that is the fastest use of 2 cores. 5400 iterations fit the 20-minute budget of
-    # benchmarks/train_synthetic.py (18.4-18.7 min of training with bf16 on this machine's CPU); the shipped
-    # demo model is the same recipe run for 14000.
+    # two network threads that is the fastest use of 2 cores. 5400 iterations are the 20-minute budget of
+    # benchmarks/train_synthetic.py on a 2-core CPU with native bf16 (README); the shipped demo model is the
+    # same recipe run for 14000.
     "tiny": {
         "model": {"backbone_width": 32, "fpn_channels": 32, "proto_channels": 32, "min_size": 128, "max_size": 224},
         "iters": 5400,

@@ -1,4 +1,4 @@
-"""Weight initialisation for training, from local files only (spec §2.9). Nothing is downloaded.
+"""Weight initialisation for training, from local files only. Nothing is downloaded.
 
 * :func:`reference_init`: Xavier-uniform on every Conv2d/Conv3d/Linear (the backbone included), zero
   biases, and the focal prior ``-log(99)`` on the class bias of a sigmoid classifier.
@@ -8,12 +8,12 @@
   ...) with its 2D→3D inflation:
 
   - same shape: copied; a differently shaped ``conf_layer`` tensor: skipped (COCO has 80 classes);
-  - 1-D tensors whose size divides the model's: tiled. ★ For ``bbox_layer.bias`` (COCO ``A·4`` →
+  - 1-D tensors whose size divides the model's: tiled. For ``bbox_layer.bias`` (COCO ``A·4`` →
     CiCo ``A·4T``) this gives channel ``a·4T + t·4 + k`` the COCO channel ``t·4 + k``, i.e. COCO anchor
     ``t``'s bias lands in frame slot ``t`` of every anchor. ``InflationConfig(tile_bbox_bias=False)``
     gives every frame slot of anchor ``a`` COCO anchor ``a``'s bias instead (the intent);
   - 4-D conv weights into 5-D ones (same ``kh, kw``, ``c_in``, and ``c_out`` dividing): repeated along
-    time (and ``c_out``) and divided by ``t``. ★ For ``protonet.*`` with ``t == 3`` the reference means
+    time (and ``c_out``) and divided by ``t``. For ``protonet.*`` with ``t == 3`` the reference means
     the temporal profile ``[0.125, 0.75, 0.125]`` but multiplies the **kw** axis with it and does not
     divide by ``t``; ``InflationConfig(kw_axis_quirk=False)`` applies the profile along time;
   - other shape mismatches stay at their initialisation (e.g. ``bbox_layer.weight``; the track branch,
@@ -45,9 +45,9 @@ class InflationConfig:
     """How the frame-level COCO weights become clip-level ones.
 
     Attributes:
-        kw_axis_quirk: ★ reference: the protonet's ``[0.125, 0.75, 0.125]`` multiplies the kw axis and
+        kw_axis_quirk: reference: the protonet's ``[0.125, 0.75, 0.125]`` multiplies the kw axis and
             there is no division by ``t``. ``False``: the profile multiplies the time axis.
-        tile_bbox_bias: ★ reference: the ``bbox_layer`` bias is tiled as a flat vector (misaligned with
+        tile_bbox_bias: reference: the ``bbox_layer`` bias is tiled as a flat vector (misaligned with
             the anchors). ``False``: each anchor's 4 biases are repeated over its ``T`` frame slots.
     """
 
@@ -194,7 +194,7 @@ def inflate_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
             if key.startswith("protonet.") and t == len(_PROTO_PROFILE):
                 profile = weight.new_tensor(_PROTO_PROFILE)
                 if cfg.kw_axis_quirk and ref.shape[-1] == len(_PROTO_PROFILE):
-                    weight = weight * profile.view(1, 1, -1)  # ★ broadcasts over kw, no division by t
+                    weight = weight * profile.view(1, 1, -1)  # broadcasts over kw, no division by t
                 else:
                     weight = weight * profile.view(1, 1, -1, 1, 1)
             else:

@@ -1,11 +1,11 @@
-"""The CiCo training losses (spec §3.4), computed from :class:`~cico.model.outputs.HeadOutputs`.
+"""The CiCo training losses, computed from :class:`~cico.model.outputs.HeadOutputs`.
 
 Terms, with the reference's names (``multibox_loss.py`` keys) in brackets:
 
 * ``box`` [B]: smooth-L1 (β=1) of the encoded tubes, mean over the ``n_P·T`` boxes of the sum over 4.
 * ``box_diou`` [BIoU]: ``1 − DIoU`` of the decoded boxes, mean over ``T`` then over positives.
 * ``centerness`` [center]: BCE of the centerness against the mean DIoU of the tube (a target in
-  ``[−1, 1]``, kept unclamped as in the reference ★).
+  ``[−1, 1]``, kept unclamped as in the reference).
 * ``class`` [C_focal / C]: sigmoid focal loss (α 0.25, γ 2) over all non-neutral anchors divided by
   ``n_P``, or softmax cross-entropy over positives and 3:1 hard negatives (OVIS configs).
 * ``track`` [T]: pairwise BCE of the track embeddings of a clip's positives (same object or not).
@@ -14,7 +14,7 @@ Terms, with the reference's names (``multibox_loss.py`` keys) in brackets:
 
 Every term is multiplied by its weight. A batch without positives (or without objects) is normal:
 terms with nothing to average are zeros that stay connected to the graph, so ``backward`` works
-(the reference crashes there, §9.2-15). The classification sum is divided by ``max(n_P, 1)``.
+(the reference crashes there). The classification sum is divided by ``max(n_P, 1)``.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ __all__ = ["LossConfig", "CiCoLoss", "diou_loss", "centerness_bce", "track_pair_
 
 @dataclass
 class LossConfig:
-    """Loss settings; the defaults are the reference YouTube-VIS values (§1.3).
+    """Loss settings; the defaults are the reference YouTube-VIS values.
 
     Attributes:
         focal_alpha, focal_gamma: focal-loss parameters.
@@ -45,7 +45,7 @@ class LossConfig:
         mask_weight: ``MASK_HEADS.LOSS_ALPHA``; the mask term is scaled by ``mask_weight·min(T, 5)``.
         mask_crop_factor, mask_crop_min: crop of the circumscribed GT box (×1.5, sides ≥ 0.1).
         temporal_decay: the ``0.9^|Δt|`` frame weights of the mask loss.
-        clamp_centerness_target: ★ the reference's centerness target (mean DIoU) can be negative, which
+        clamp_centerness_target: the reference's centerness target (mean DIoU) can be negative, which
             makes the BCE unbounded below (down to the −100 log clamp) and drives the centerness of badly
             localised positives to 0. ``True`` clamps the target to ``[0, 1]`` (a fix; off by default).
         match: the matcher's thresholds and quirks.
@@ -92,7 +92,7 @@ def diou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
 
 
 def centerness_bce(prob: Tensor, target: Tensor) -> Tensor:
-    """``−[t·log p + (1 − t)·log(1 − p)]`` for targets anywhere in ``[−1, 1]`` (★ no clamp).
+    """``−[t·log p + (1 − t)·log(1 − p)]`` for targets anywhere in ``[−1, 1]`` (no clamp).
 
     ``F.binary_cross_entropy`` rejects targets outside ``[0, 1]``; the same value (log clamped at −100,
     as PyTorch does) is ``t·BCE(p, 1) + (1 − t)·BCE(p, 0)``, which keeps PyTorch's safe gradients.

@@ -1,10 +1,10 @@
-"""Ground-truth preparation and anchor assignment for CiCo clips (spec §3.2-§3.3).
+"""Ground-truth preparation and anchor assignment for CiCo clips.
 
 The reference's ``match_clip`` is per-frame SSD/Yolact IoU matching whose regression target is the
 whole box tube: anchor ``a`` of frame ``t`` is matched against the objects' boxes *at frame t*, and a
 positive anchor regresses the matched object's ``T`` boxes, each encoded against that one anchor.
 
-Reference behaviour reproduced by default (★ in the spec):
+Reference behaviour reproduced by default:
 
 * every anchor's best overlap is multiplied by 1.05 (the "small object" test is always true for
   ``T <= 5``), so the effective thresholds are ``0.5/1.05 = 0.476`` (positive) and
@@ -90,7 +90,7 @@ class ClipTargets:
 
 
 def supplement_absent_boxes(boxes: Tensor) -> Tensor:
-    """Fill the frames where an object is absent with its box at the nearest present frame (§3.2).
+    """Fill the frames where an object is absent with its box at the nearest present frame.
 
     A frame is absent when its box has ``w <= 0`` or ``h <= 0``. Ties between an earlier and a later
     frame at the same distance go to the earlier one. Objects absent from every frame are unchanged.
@@ -192,7 +192,7 @@ def _assign_frames(overlaps: Tensor, valid: Tensor, cfg: MatchConfig) -> tuple[T
 
 def match_clip(boxes: Tensor, labels: Tensor, priors: Tensor,
                cfg: MatchConfig | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Assign the anchors of every frame of one clip (§3.3).
+    """Assign the anchors of every frame of one clip.
 
     Args:
         boxes: ``[n, T, 4]`` supplemented x1y1x2y2 tubes (normalised to the padded input).
@@ -241,7 +241,7 @@ def match_batch(boxes: list[Tensor], labels: list[Tensor], priors: Tensor,
         labels: per clip ``[n_b]`` 1-based labels.
         priors: ``[N, 4]`` anchors.
         loc_pred: optional ``[B*T, N, 4T]`` predictions; positives whose prediction is not finite are
-            made neutral, like positives whose target is not finite (§3.3 step 9).
+            made neutral, like positives whose target is not finite.
         cfg: matcher settings.
 
     Returns:

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: linear warm-up, then the reference's step decay (spec §3.5) or a cosine.
+"""The learning-rate schedule: linear warm-up, then the reference's step decay or a cosine.
 
 ``lr(it) = init + (base − init)·it/warmup`` for ``it <= warmup`` (the reference's
 ``(LR − 1e-4)·it/500 + 1e-4``, ``init`` absolute), afterwards
