@@ -100,7 +100,7 @@ def reference_state_dict(manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def cico_names(reference_names: Iterable[str]) -> dict[str, str]:
     """Reference state-dict name -> cico name, through the mapping ``cico convert`` uses (``reference_to_cico``)."""
-    from cico.model.checkpoint import reference_to_cico
+    from cico.model.convert import reference_to_cico
 
     dummy = torch.zeros(())
     return {name: next(iter(reference_to_cico({name: dummy}))) for name in reference_names}
