@@ -30,7 +30,8 @@ from .make_synthetic import parse_size
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cico_yolact_r50_yt19", help="model preset (random init)")
-    parser.add_argument("--weights", type=Path, default=None, help="a cico checkpoint instead of the preset")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a cico checkpoint or ONNX export (run with ONNX Runtime) instead of the preset")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--end-to-end", action="store_true", help="time the whole video pipeline on an mp4")
     parser.add_argument("--size", default="480x854", help="frame size HxW (default 480x854)")
@@ -82,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.transforms import padded_size, resize_shape
     from ..inference.link import LinkConfig
+    from ..inference.onnx_runtime import load_network
     from ..inference.video import ClipResult, VideoPredictor
-    from ..model.checkpoint import load_model
     from ..model.config import get_preset
     from ..model.network import build_model
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CicoError("--device cuda: CUDA is not available on this machine")
     if args.weights is not None:
-        model = load_model(args.weights, device)
+        model = load_network(args.weights, device)
         name = str(args.weights)
     else:
         try:

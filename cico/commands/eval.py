@@ -15,7 +15,8 @@ from .predict import add_inference_arguments, build_predictor, dataset_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, type=Path, metavar="W", help="a cico checkpoint")
+    parser.add_argument("--weights", required=True, type=Path, metavar="W",
+                        help="a cico checkpoint, or an ONNX export of one (cico export), run with ONNX Runtime")
     parser.add_argument("--out", type=Path, metavar="DIR", default=None,
                         help="output folder (default: eval_<dataset>_<split>, or eval_<annotation file name>)")
     add_inference_arguments(parser)

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help="a video file (mp4/avi/mov/webm/mkv), a folder of jpg/png frames, a webcam index "
                              "(0) or a stream URL; or give a dataset split with the options below")
-    parser.add_argument("--weights", required=True, type=Path, metavar="W", help="a cico checkpoint")
+    parser.add_argument("--weights", required=True, type=Path, metavar="W",
+                        help="a cico checkpoint, or an ONNX export of one (cico export), run with ONNX Runtime")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_inference_arguments(parser)
     parser.add_argument("--render", action="store_true",
@@ -53,15 +54,17 @@ def build_predictor(args: argparse.Namespace, live: bool = False):
     import torch
 
     from ..inference.link import LinkConfig
+    from ..inference.onnx_runtime import is_onnx, load_network
     from ..inference.video import VideoPredictor
-    from ..model.checkpoint import load_model
 
     device = torch.device(args.device) if _valid_device(args.device) else None
     if device is None:
         raise CicoError(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CicoError("--device cuda: CUDA is not available on this machine")
-    model = load_model(args.weights, device)
+    if is_onnx(args.weights) and (args.amp or args.channels_last):
+        raise CicoError("--amp and --channels-last apply to the torch network, not to an ONNX export", args.weights)
+    model = load_network(args.weights, device)
     frames = model.config.clip_frames
     if args.clip_frames is not None and args.clip_frames != frames:
         raise CicoError(f"--clip-frames {args.clip_frames}: this model processes clips of {frames} frames "

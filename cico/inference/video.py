@@ -40,6 +40,7 @@ from ..model.outputs import ClipDetections
 from ..outputs.render import Mp4Writer, draw_frame, id_mask, write_png
 from ..outputs.results import ResultsWriter, Track, VideoResults
 from .link import ClipTracker, LinkConfig, TrackedClip
+from .onnx_runtime import OnnxClipNetwork, load_network
 
 Precision = Literal["bf16", "fp16"]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -162,7 +163,8 @@ class VideoPredictor:
     """Streaming video instance segmentation with a loaded CiCo network.
 
     Args:
-        model: the network (its config gives ``T``, the mask head, the test size and normalisation).
+        model: the network (its config gives ``T``, the mask head, the test size and normalisation): a torch
+            :class:`CiCo` or an ONNX export run by ONNX Runtime (:class:`OnnxClipNetwork`).
         overlap: frames shared by consecutive clips (the reference evaluates with 1).
         batch_clips: clips per network forward (useful on GPU; linking stays sequential).
         amp: ``"bf16"`` or ``"fp16"`` autocast for the network forward, or ``None`` (float32).
@@ -172,7 +174,7 @@ class VideoPredictor:
             tracker's output; ``None`` keeps the model's.
     """
 
-    def __init__(self, model: CiCo, *, overlap: int = 1, batch_clips: int = 1, amp: Precision | None = None,
+    def __init__(self, model: CiCo | OnnxClipNetwork, *, overlap: int = 1, batch_clips: int = 1, amp: Precision | None = None,
                  channels_last: bool = False, link: LinkConfig | None = None,
                  score_thresh: float | None = None) -> None:
         config = model.config
@@ -183,6 +185,8 @@ class VideoPredictor:
             raise ValueError(f"batch_clips must be >= 1, got {batch_clips}")
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+        if (amp or channels_last) and not isinstance(model, CiCo):
+            raise ValueError("amp and channels_last apply to the torch network, not to an ONNX export")
         link = link or LinkConfig()
         if score_thresh is not None:
             model.config = replace(config, detect=replace(config.detect, score_thresh=score_thresh))
@@ -197,10 +201,8 @@ class VideoPredictor:
 
     @classmethod
     def from_checkpoint(cls, weights: str | Path, device: str | torch.device = "cpu", **options) -> VideoPredictor:
-        """Load a cico checkpoint (:func:`cico.model.checkpoint.load_model`) and wrap it."""
-        from ..model.checkpoint import load_model
-
-        return cls(load_model(weights, device), **options)
+        """Load a cico checkpoint or ONNX export (:func:`cico.inference.onnx_runtime.load_network`) and wrap it."""
+        return cls(load_network(weights, device), **options)
 
     @property
     def config(self) -> ModelConfig:
@@ -208,6 +210,8 @@ class VideoPredictor:
 
     @property
     def device(self) -> torch.device:
+        if isinstance(self.model, OnnxClipNetwork):
+            return self.model.device
         return next(self.model.parameters()).device
 
     @property
@@ -411,7 +415,7 @@ def _write_video(predictor: VideoPredictor, video: Video, out_dir: Path, results
 
 
 def load(weights: str | Path, device: str | torch.device = "cpu", **options) -> VideoPredictor:
-    """A :class:`VideoPredictor` for a cico checkpoint (``options`` as for :class:`VideoPredictor`)."""
+    """A :class:`VideoPredictor` for a cico checkpoint or ONNX export (``options`` as for :class:`VideoPredictor`)."""
     return VideoPredictor.from_checkpoint(weights, device, **options)
 
 

@@ -42,6 +42,7 @@ from ..errors import CicoError
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import ModelConfig, get_preset
 from ..model.network import CiCo
+from ..threads import configure_worker
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .init import load_coco_init, load_imagenet_backbone, reference_init
 from .losses import CiCoLoss
@@ -391,7 +392,8 @@ class _Loop:
         loader = DataLoader(EpochItems(dataset), batch_size=cfg.batch_size, sampler=order,
                             collate_fn=dataset.collate_fn, num_workers=cfg.num_workers,
                             pin_memory=self.device.type == "cuda", drop_last=True,
-                            persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
+                            persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None,
+                            worker_init_fn=configure_worker)
         self.model.train()
         iteration = start
         for batch in loader:
