@@ -13,7 +13,7 @@ per-tap 3D convolutions), ``torch_bf16`` (bf16 autocast; only where the CPU has 
 ``onnxruntime.quantization.quantize_dynamic``, int8 weights, activations quantised per run).
 
 Per path: ``network_s`` = min over ``--repeats`` of the network + per-clip detection on the first clip
-(``VideoPredictor.detect_clips``, after one warm-up), ``network_fps`` = ``(T - 1) / network_s`` (new frames per
+(``VideoPredictor.detect_clips``, after one warm-up; repeats interleaved across the paths), ``network_fps`` = ``(T - 1) / network_s`` (new frames per
 clip at overlap 1); ``e2e_fps`` = the first ``--frames`` frames through the whole predictor (preprocessing, network,
 detection, linking, masks at full size, RLE). For the R50 models ``agreement``: the per-clip detections of the
 e2e run against ``torch_fp32``'s, matched by class with mean box-tube IoU >= 0.5 (matched / max of both counts),
@@ -125,17 +125,20 @@ def first_frames(work: Path, frames: int) -> Path:
     return folder
 
 
-def time_network(predictor: VideoPredictor, repeats: int) -> tuple[float, int, list[int]]:
-    """Min seconds of network + detection on the video's first clip, its detections, and the input shape."""
+def time_networks(predictors: dict[str, VideoPredictor], repeats: int) -> dict[str, tuple[float, int, list[int]]]:
+    """Per path: min seconds of network + detection on the video's first clip (repeats interleaved across the
+    paths, so that a changing background load hits all alike, after one warm-up each), its detections, the
+    input shape."""
     (video,) = open_source(VIDEO)
-    clip = next(iter(predictor_clips(predictor, video)))
-    predictor.detect_clips(clip)
-    times, count = [], 0
+    clips = {name: next(iter(predictor_clips(p, video))) for name, p in predictors.items()}
+    counts = {name: len(p.detect_clips(clips[name])[0]) for name, p in predictors.items()}
+    times: dict[str, list[float]] = {name: [] for name in predictors}
     for _ in range(repeats):
-        start = time.perf_counter()
-        count = len(predictor.detect_clips(clip)[0])
-        times.append(time.perf_counter() - start)
-    return min(times), count, list(clip.shape)
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.detect_clips(clips[name])
+            times[name].append(time.perf_counter() - start)
+    return {name: (min(times[name]), counts[name], list(clips[name].shape)) for name in predictors}
 
 
 def predictor_clips(predictor: VideoPredictor, video):
@@ -249,17 +252,19 @@ def main() -> None:
     folder = first_frames(args.work, args.frames)
     common = {"threads": torch.get_num_threads(), "policy": threads.current_policy().__dict__}
     for model in args.models.split(","):
-        for path in paths:  # exports and conversions first, so that timings do not overlap with them
-            predictor_of(model, path, args.work)
+        weights_of(model, args.work)  # conversions and exports first, so that timings do not overlap with them
+        for path in ("ort_fp32", "ort_int8"):
+            if path in paths:
+                onnx_of(model, args.work, path == "ort_int8")
+        predictors = {path: predictor_of(model, path, args.work) for path in paths}
+        load = round(os.getloadavg()[0], 2)
+        network = time_networks(predictors, args.repeats)
         reference_dets, reference_tracks = None, None
-        for path in paths:
-            predictor = predictor_of(model, path, args.work)
-            load = round(os.getloadavg()[0], 2)
-            network_s, count, shape = time_network(predictor, args.repeats)
+        for path, predictor in predictors.items():
+            network_s, count, shape = network[path]
             e2e_fps, detections, tracks = run_e2e(predictor, folder)
-            record = {**common, "load_avg_1min_at_start": load, "model": model, "path": path,
-                      "input": shape,
-                      "network_s": round(network_s, 4),
+            record = {**common, "load_avg_1min": [load, round(os.getloadavg()[0], 2)], "model": model, "path": path,
+                      "input": shape, "network_s": round(network_s, 4),
                       "network_fps": round((predictor.config.clip_frames - 1) / network_s, 4),
                       "detections_first_clip": count, "e2e_frames": args.frames, "e2e_fps": round(e2e_fps, 4)}
             if path == "torch_fp32":
@@ -270,6 +275,7 @@ def main() -> None:
             if model == "tiny":
                 record["heldout_ap"] = held_out_ap(predictor, args.work)
             print(json.dumps(record), flush=True)
+        del predictors
     if args.memory:
         for path in paths:
             done = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--memory-child", path],

@@ -82,8 +82,11 @@ def _export_onnx(model, args: argparse.Namespace, size: tuple[int, int], clips: 
     from ..inference.onnx_runtime import OnnxClipNetwork, max_differences
     from ..model.onnx_export import export_onnx
 
-    export_onnx(model, args.out, size=size, batch_clips=args.batch_clips, opset=args.opset,
-                dynamic_size=args.dynamic_size, cico_version=version)
+    try:
+        export_onnx(model, args.out, size=size, batch_clips=args.batch_clips, opset=args.opset,
+                    dynamic_size=args.dynamic_size, cico_version=version)
+    except ValueError as err:
+        raise CicoError(str(err), args.out) from None
     print("onnx.checker: passed")
     network = OnnxClipNetwork(args.out)
     return {name: max_differences(model, network, clip) for name, clip in clips.items()}
@@ -97,6 +100,8 @@ def _export_pt2(model, args: argparse.Namespace, size: tuple[int, int],
     from ..model.onnx_export import OUTPUT_NAMES, RawClipNetwork, dynamic_dims, exportable
 
     example = next(iter(clips.values()))
+    if args.dynamic_size:  # torch.export specialises dimensions of size 1: a dynamic batch is traced with 2 clips
+        example = example.repeat(2, 1, 1, 1, 1)[:max(len(example), 2)]
     with exportable(model) as network, torch.no_grad():
         program = torch.export.export(network, (example,),
                                       dynamic_shapes={"clips": dynamic_dims()} if args.dynamic_size else None)

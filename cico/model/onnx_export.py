@@ -114,15 +114,19 @@ class OnnxMetadata:
 
 
 class RawClipNetwork(nn.Module):
-    """``clips [B, T, 3, H, W]`` -> the tuple of :data:`OUTPUT_NAMES` tensors (the network without anchors)."""
+    """``clips [B, T, 3, H, W]`` -> the tuple of :data:`OUTPUT_NAMES` tensors: :meth:`CiCo.forward_raw` without the
+    anchors (their per-size cache would freeze the input size into the graph; the host rebuilds them)."""
 
     def __init__(self, model: CiCo) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, clips: Tensor) -> tuple[Tensor, ...]:
-        head = self.model.forward_raw(clips)
-        return tuple(getattr(head, name) for name in OUTPUT_NAMES)
+        model = self.model
+        frames = clips.flatten(0, 1).contiguous(memory_format=model.memory_format)
+        pyramid = model.fpn(model.backbone(frames))
+        loc, conf, centerness, mask_coeff, track = model.head(pyramid)
+        return loc, conf, centerness, mask_coeff, track, model.protonet(pyramid[:3])
 
 
 @contextlib.contextmanager
@@ -163,7 +167,7 @@ def export_onnx(model: CiCo, path: str | Path, *, size: tuple[int, int], batch_c
         cico_version: stored in the metadata.
 
     Raises:
-        ValueError: a size that is not a multiple of 32, or ``batch_clips < 1``.
+        ValueError: a size that is not a multiple of 32, ``batch_clips < 1``, or a graph that did not stay dynamic.
     """
     import onnx
 
@@ -173,7 +177,8 @@ def export_onnx(model: CiCo, path: str | Path, *, size: tuple[int, int], batch_c
     if batch_clips < 1:
         raise ValueError(f"batch_clips must be >= 1, got {batch_clips}")
     config = model.config
-    example = torch.zeros(batch_clips, config.clip_frames, 3, height, width)
+    # torch.export specialises dimensions of size 1: a dynamic batch is traced with 2 clips
+    example = torch.zeros(max(batch_clips, 2) if dynamic_size else batch_clips, config.clip_frames, 3, height, width)
     shape: tuple[int | str, ...] = tuple(example.shape)
     if dynamic_size:
         shape = ("batch", config.clip_frames, 3, "height", "width")
@@ -183,6 +188,9 @@ def export_onnx(model: CiCo, path: str | Path, *, size: tuple[int, int], batch_c
                                     dynamic_shapes={"clips": dynamic_dims()} if dynamic_size else None,
                                     optimize=True, verbose=False)
     proto = program.model_proto
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if dynamic_size and not all(dims[i].dim_param for i in (0, 3, 4)):  # the exporter fell back to a fixed graph
+        raise ValueError("torch.export could not keep the batch, height and width dynamic; export a fixed --size")
     metadata = OnnxMetadata(config, cico_version, shape)
     onnx.helper.set_model_props(proto, metadata.to_props())
     onnx.checker.check_model(proto, full_check=True)
