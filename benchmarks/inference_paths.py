@@ -13,8 +13,8 @@ per-tap 3D convolutions), ``torch_bf16`` (bf16 autocast; only where the CPU has 
 ``onnxruntime.quantization.quantize_dynamic``, int8 weights, activations quantised per run).
 
 Per path: ``network_s`` = min over ``--repeats`` of the network + per-clip detection on the first clip
-(``VideoPredictor.detect_clips``, after one warm-up; repeats interleaved across the paths), ``network_fps`` = ``(T - 1) / network_s`` (new frames per
-clip at overlap 1); ``e2e_fps`` = the first ``--frames`` frames through the whole predictor (preprocessing, network,
+(``VideoPredictor.detect_clips``, after one warm-up; repeats interleaved across the paths),
+``network_fps`` = ``(T - 1) / network_s`` (new frames per clip at overlap 1); ``e2e_fps`` = the first ``--frames`` frames through the whole predictor (preprocessing, network,
 detection, linking, masks at full size, RLE). For the R50 models ``agreement``: the per-clip detections of the
 e2e run against ``torch_fp32``'s, matched by class with mean box-tube IoU >= 0.5 (matched / max of both counts),
 with the largest score difference of the matched pairs and the final tracks' agreement. For ``tiny`` ``ap``: the
@@ -94,9 +94,12 @@ def onnx_of(model: str, work: Path, int8: bool) -> Path:
     path = work / f"{model}.int8.onnx"
     if not path.exists():
         import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+        # constant-fold first: the 3D convolutions' per-tap kernels are slices of their weights in the export
+        folded = work / f"{model}.folded.onnx"
+        quant_pre_process(str(fp32), str(folded), skip_symbolic_shape=True)
+        quantize_dynamic(str(folded), str(path), weight_type=QuantType.QInt8)
         quantized, source = onnx.load(str(path)), onnx.load(str(fp32), load_external_data=False)
         if not quantized.metadata_props:  # the cico metadata travels with the weights
             quantized.metadata_props.extend(source.metadata_props)

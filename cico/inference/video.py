@@ -174,8 +174,8 @@ class VideoPredictor:
             tracker's output; ``None`` keeps the model's.
     """
 
-    def __init__(self, model: CiCo | OnnxClipNetwork, *, overlap: int = 1, batch_clips: int = 1, amp: Precision | None = None,
-                 channels_last: bool = False, link: LinkConfig | None = None,
+    def __init__(self, model: CiCo | OnnxClipNetwork, *, overlap: int = 1, batch_clips: int = 1,
+                 amp: Precision | None = None, channels_last: bool = False, link: LinkConfig | None = None,
                  score_thresh: float | None = None) -> None:
         config = model.config
         if not 0 <= overlap < config.clip_frames:
