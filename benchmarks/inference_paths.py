@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -191,7 +190,8 @@ def tracks_agreement(ours: list, reference: list) -> float:
 
     def iou(a, b) -> float:
         values = []
-        for m, n in zip(a.masks, b.masks):
+        for m, n in zip(a.masks, b.masks):  # None: absent in that frame
+            m, n = (np.zeros((1, 1), bool) if x is None else x for x in (m, n))
             union = np.logical_or(m, n).sum()
             values.append(1.0 if union == 0 else np.logical_and(m, n).sum() / union)
         return float(np.mean(values))
@@ -233,8 +233,10 @@ def memory_child(path: str, work: Path) -> None:
     predictor = predictor_of("r50_yolact", path, work)
     (video,) = open_source(VIDEO)
     predictor.detect_clips(next(iter(predictor_clips(predictor, video))))
-    print(json.dumps({"path": path, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                                                                           1)}))
+    # VmHWM, not ru_maxrss: the latter survives fork + exec, so a child would report its parent's peak
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    print(json.dumps({"model": "r50_yolact", "path": path, "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
 def main() -> None:
@@ -244,6 +246,7 @@ def main() -> None:
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=8, help="frames of the end-to-end run")
+    parser.add_argument("--network-only", action="store_true", help="only the network timings (no e2e, AP, agreement)")
     parser.add_argument("--memory", action="store_true", help="also the peak RSS of one R50-Yolact clip per path")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,11 +268,15 @@ def main() -> None:
         reference_dets, reference_tracks = None, None
         for path, predictor in predictors.items():
             network_s, count, shape = network[path]
-            e2e_fps, detections, tracks = run_e2e(predictor, folder)
             record = {**common, "load_avg_1min": [load, round(os.getloadavg()[0], 2)], "model": model, "path": path,
                       "input": shape, "network_s": round(network_s, 4),
                       "network_fps": round((predictor.config.clip_frames - 1) / network_s, 4),
-                      "detections_first_clip": count, "e2e_frames": args.frames, "e2e_fps": round(e2e_fps, 4)}
+                      "detections_first_clip": count}
+            if args.network_only:
+                print(json.dumps(record), flush=True)
+                continue
+            e2e_fps, detections, tracks = run_e2e(predictor, folder)
+            record.update(e2e_frames=args.frames, e2e_fps=round(e2e_fps, 4))
             if path == "torch_fp32":
                 reference_dets, reference_tracks = detections, tracks
             if model != "tiny" and reference_dets is not None:
