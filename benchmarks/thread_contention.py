@@ -9,8 +9,8 @@ Policies (environment of the ``cico predict`` process; cico never overrides what
 
 * ``libgomp``: ``GOMP_SPINCOUNT=300000``, libgomp's own default (what cico did before it had a policy);
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once);
-* ``spin1k``: ``GOMP_SPINCOUNT=1000``;
-* ``cico``: nothing set, cico's default (:mod:`cico.threads`).
+* ``spin10k``: ``GOMP_SPINCOUNT=10000``;
+* ``cico``: nothing set, cico's default (:mod:`cico.threads`: ``GOMP_SPINCOUNT=1000``).
 
 Loads: ``alone``; ``busy``: one ``while True: pass`` Python process; ``torch``: another torch program with its
 own 2-thread pool multiplying 256x256 matrices in a loop (libgomp defaults). On a 2-core machine the fair share
@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = {"libgomp": {"GOMP_SPINCOUNT": "300000"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-            "spin1k": {"GOMP_SPINCOUNT": "1000"}, "cico": {}}
+            "spin10k": {"GOMP_SPINCOUNT": "10000"}, "cico": {}}
 LOADS = {
     "alone": None,
     "busy": "while True: pass",

@@ -21,10 +21,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_SPINCOUNT = 10_000
-"""Busy-wait iterations of an idle OpenMP thread before it sleeps (libgomp's own default is 300 000)."""
-
-USER_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+DEFAULT_SPINCOUNT = 1000
+"""Busy-wait iterations of an idle OpenMP thread before it sleeps (libgomp: 300 000, or 1000 when it has more
+threads than cores)."""
 
 
 @dataclass(frozen=True)

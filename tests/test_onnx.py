@@ -120,6 +120,6 @@ def test_thread_policy_leaves_the_user_environment_alone(tmp_path: Path):
                               check=True)
         return done.stdout.split()
 
-    assert run()[:3] == ["True", "10000", "None"]
+    assert run()[:3] == ["True", "1000", "None"]
     assert run(GOMP_SPINCOUNT="7", OMP_NUM_THREADS="1") == ["True", "7", "1", "1"]
     assert run(OMP_WAIT_POLICY="PASSIVE")[1] == "None"

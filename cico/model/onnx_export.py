@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -187,6 +187,8 @@ def export_onnx(model: CiCo, path: str | Path, *, size: tuple[int, int], batch_c
                                     input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                                     dynamic_shapes={"clips": dynamic_dims()} if dynamic_size else None,
                                     optimize=True, verbose=False)
+    if program is None:  # only a file-path export returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     if dynamic_size and not all(dims[i].dim_param for i in (0, 3, 4)):  # the exporter fell back to a fixed graph
