@@ -25,12 +25,16 @@ def load(weights: str | Path = "demo", device: str = "cpu", **options: Any) -> V
 
     Args:
         weights: a cico checkpoint (``.pt``/``.pth``/``.safetensors``: a training run's ``final.pt``, a
-            converted published checkpoint) or the name of a shipped model.
+            converted published checkpoint), an ONNX export of one (``.onnx``, run with ONNX Runtime) or the name
+            of a shipped model.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         options: passed to :class:`cico.inference.predictor.VideoPredictor` (``overlap``, ``batch_clips``,
             ``amp``, ``channels_last``, ``score_thresh``, ...).
     """
     from .inference.predictor import load as load_predictor
+    from .threads import configure
+
+    configure()  # the CPU thread policy, unless torch is already loaded (the user's settings stand)
 
     return load_predictor(weights, device, **options)  # the checkpoint reader resolves shipped names
 

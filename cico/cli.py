@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from . import __version__
+from . import __version__, threads
 from .errors import CicoError
 
 # name -> (module under cico.commands, one-line help)
@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a CiCo model (one process or torchrun/DDP), resumable, with periodic evaluation"),
     "predict": ("predict", "segment and track the objects of a video, frame folder, dataset split or camera"),
     "eval": ("eval", "predict a dataset split, write results.json + CodaLab zip, and score it when GT exists"),
+    "export": ("export", "export the clip network to ONNX (or torch.export .pt2) for ONNX Runtime and deployment"),
     "benchmark": ("benchmark", "measure frames/s of a model (network only or end to end) as one JSON line"),
 }
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.parse_args(argv[:1])  # argparse reports the unknown command and exits 2
     module_name, help_ = COMMANDS[name]
+    threads.configure()  # before a command imports torch (and its OpenMP runtime)
     module = importlib.import_module(f"cico.commands.{module_name}")
     parser = argparse.ArgumentParser(prog=f"cico {name}", description=help_)
     module.add_arguments(parser)

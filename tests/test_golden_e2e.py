@@ -3,7 +3,8 @@
 For every model folder of every ``e2e_*`` case: regenerate the reference weights from the manifest, import
 them with ``cico convert``, run ``cico predict`` on the case's PNG frames (T, overlap and sizes from the
 manifest's ``driver``) and compare ``results.json`` and the per-clip detections/tracker outputs (written by
-``--dump-tracker``) with the reference's. One network run per model.
+``--dump-tracker``) with the reference's. The same again through ONNX Runtime: the converted weights exported
+with ``cico export`` (once per model) and ``cico predict --weights model.onnx``, with the same acceptance.
 """
 from __future__ import annotations
 
@@ -34,14 +35,39 @@ PARAMS = [pytest.param(d, id=f"{d.parent.name}/{d.name}") for d in MODEL_DIRS] o
     pytest.param(None, id="no-e2e-case-found")]
 
 
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory):
+    """``weights(model_dir, suffix)``: the case's reference weights imported with ``cico convert`` (``.pth``) or
+    that checkpoint exported with ``cico export`` (``.onnx``); each made once per module."""
+    made: dict[tuple[Path, str], Path] = {}
+
+    def weights(model_dir: Path, suffix: str) -> Path:
+        if (model_dir, suffix) in made:
+            return made[model_dir, suffix]
+        manifest = read_manifest(model_dir)
+        folder = tmp_path_factory.mktemp(model_dir.name)
+        if suffix == ".pth":
+            reference = write_reference_checkpoint(manifest, folder / "reference.pth")
+            path = folder / "cico.pth"
+            assert main(["convert", str(reference), str(path), "--preset", preset_name(manifest)]) == 0
+        else:
+            path = folder / "cico.onnx"
+            assert main(["export", "--weights", str(weights(model_dir, ".pth")), "--out", str(path)]) == 0
+        made[model_dir, suffix] = path
+        return path
+
+    return weights
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".pth", ".onnx"], ids=["torch", "onnx"])
 @pytest.mark.parametrize("model_dir", PARAMS)
-def test_e2e_matches_reference(model_dir: Path | None, tmp_path: Path):
+def test_e2e_matches_reference(model_dir: Path | None, suffix: str, converted, tmp_path: Path):
     if model_dir is None:
         pytest.fail(f"no e2e_*/<model>/manifest.json under {GOLDEN_DIR}")
     manifest = read_manifest(model_dir)
@@ -53,9 +79,7 @@ def test_e2e_matches_reference(model_dir: Path | None, tmp_path: Path):
     frames_dir = frame_paths[0].parent
     assert sorted(frames_dir.glob("*.png")) == frame_paths
 
-    reference = write_reference_checkpoint(manifest, tmp_path / "reference.pth")
-    weights = tmp_path / "cico.pth"
-    assert main(["convert", str(reference), str(weights), "--preset", preset]) == 0
+    weights = converted(model_dir, suffix)
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(weights), str(frames_dir), "--out", str(out),
                  "--clip-frames", str(driver["T"]), "--overlap", str(driver["overlap_frames"]),

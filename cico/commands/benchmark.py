@@ -32,7 +32,8 @@ from .predict import resolve_device
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cico_yolact_r50_yt19", help="model preset (random init)")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="a cico checkpoint (or 'demo', the model shipped with cico) instead of the preset")
+                        help="a cico checkpoint, an ONNX export (run with ONNX Runtime) or 'demo' (the model "
+                             "shipped with cico) instead of the preset")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--end-to-end", action="store_true", help="time the whole video pipeline on an mp4")
     parser.add_argument("--size", default="480x854", help="frame size HxW (default 480x854)")
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.transforms import padded_size, resize_shape
     from ..inference.link import LinkConfig
+    from ..inference.onnx_runtime import load_network
     from ..inference.predictor import VideoPredictor
-    from ..model.checkpoint import load_model
     from ..model.config import get_preset
     from ..model.network import build_model
     from ..structures import ClipResult
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device, _ = resolve_device(args.device)  # the JSON line names it
     if args.weights is not None:
-        model = load_model(args.weights, device)
+        model = load_network(args.weights, device)
         name = str(args.weights)
     else:
         try:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..outputs.render import RenderStyle
 
 LIVE_RETIRE_AFTER = 30
-WEIGHTS_HELP = "a cico checkpoint, or 'demo' (the model shipped with cico)"
+WEIGHTS_HELP = ("a cico checkpoint, an ONNX export of one (cico export; run with ONNX Runtime), or 'demo' (the "
+                "model shipped with cico)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +63,14 @@ def build_predictor(args: argparse.Namespace, live: bool = False):
     """The :class:`~cico.inference.predictor.VideoPredictor` described by the inference options."""
 
     from ..inference.link import LinkConfig
+    from ..inference.onnx_runtime import is_onnx, load_network
     from ..inference.predictor import VideoPredictor
-    from ..model.checkpoint import load_model
 
     device, line = resolve_device(args.device)
     print(line, flush=True)
-    model = load_model(args.weights, device)
+    if is_onnx(args.weights) and (args.amp or args.channels_last):
+        raise CicoError("--amp and --channels-last apply to the torch network, not to an ONNX export", args.weights)
+    model = load_network(args.weights, device)
     frames = model.config.clip_frames
     if args.clip_frames is not None and args.clip_frames != frames:
         raise CicoError(f"--clip-frames {args.clip_frames}: this model processes clips of {frames} frames "

@@ -34,6 +34,7 @@ from ..model.network import CiCo
 from ..structures import ClipResult, Instances
 from .clips import Clip, batches, split_clips
 from .link import ClipTracker, LinkConfig
+from .onnx_runtime import OnnxClipNetwork, load_network
 from .postprocess import original_frames
 from .tracks import Track, VideoResults
 
@@ -77,7 +78,8 @@ class VideoPredictor:
     """Streaming video instance segmentation with a loaded CiCo network.
 
     Args:
-        model: the network (its config gives ``T``, the mask head, the test size and normalisation).
+        model: the network (its config gives ``T``, the mask head, the test size and normalisation): a torch
+            :class:`CiCo` or an ONNX export run by ONNX Runtime (:class:`OnnxClipNetwork`).
         overlap: frames shared by consecutive clips (the reference evaluates with 1).
         batch_clips: clips per network forward (useful on GPU; linking stays sequential).
         amp: ``"bf16"`` or ``"fp16"`` autocast for the network forward, or ``None`` (float32).
@@ -88,8 +90,8 @@ class VideoPredictor:
             the caller's model and its config are left unchanged.
     """
 
-    def __init__(self, model: CiCo, *, overlap: int = 1, batch_clips: int = 1, amp: Precision | None = None,
-                 channels_last: bool = False, link: LinkConfig | None = None,
+    def __init__(self, model: CiCo | OnnxClipNetwork, *, overlap: int = 1, batch_clips: int = 1,
+                 amp: Precision | None = None, channels_last: bool = False, link: LinkConfig | None = None,
                  score_thresh: float | None = None) -> None:
         config = model.config
         if not 0 <= overlap < config.clip_frames:
@@ -99,12 +101,14 @@ class VideoPredictor:
             raise ValueError(f"batch_clips must be >= 1, got {batch_clips}")
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+        if (amp or channels_last) and not isinstance(model, CiCo):
+            raise ValueError("amp and channels_last apply to the torch network, not to an ONNX export")
         link = link or LinkConfig()
         self.detect_config = config.detect
         if score_thresh is not None:
             self.detect_config = replace(config.detect, score_thresh=score_thresh)
             link = replace(link, score_thresh=score_thresh)
-        if channels_last:
+        if channels_last and isinstance(model, CiCo):
             model = model.set_memory_format(torch.channels_last)
         self.model = model.eval()
         self.overlap = overlap
@@ -115,10 +119,8 @@ class VideoPredictor:
     @classmethod
     def from_checkpoint(cls, weights: str | Path, device: str | torch.device = "cpu",
                         **options: Any) -> VideoPredictor:
-        """Load a cico checkpoint (:func:`cico.model.checkpoint.load_model`) and wrap it."""
-        from ..model.checkpoint import load_model
-
-        return cls(load_model(weights, device), **options)
+        """Load a cico checkpoint or ONNX export (:func:`cico.inference.onnx_runtime.load_network`) and wrap it."""
+        return cls(load_network(weights, device), **options)
 
     @property
     def config(self) -> ModelConfig:
@@ -126,6 +128,8 @@ class VideoPredictor:
 
     @property
     def device(self) -> torch.device:
+        if isinstance(self.model, OnnxClipNetwork):
+            return self.model.device
         return next(self.model.parameters()).device
 
     @property
@@ -201,5 +205,6 @@ class VideoPredictor:
 
 
 def load(weights: str | Path, device: str | torch.device = "cpu", **options: Any) -> VideoPredictor:
-    """A :class:`VideoPredictor` for a cico checkpoint (``options`` as for :class:`VideoPredictor`)."""
+    """A :class:`VideoPredictor` for a cico checkpoint or ONNX export (``options`` as for
+    :class:`VideoPredictor`)."""
     return VideoPredictor.from_checkpoint(weights, device, **options)

@@ -30,6 +30,7 @@ from ..data.image_clips import MixedClipDataset
 from ..errors import CicoError
 from ..model.checkpoint import save_checkpoint
 from ..model.network import CiCo
+from ..threads import configure_worker
 from .config import TrainConfig
 from .distributed import Distributed
 from .losses import CiCoLoss
@@ -95,7 +96,13 @@ def _loader(ctx: LoopContext, dataset: ClipDataset | MixedClipDataset, start: in
                       collate_fn=partial(collate_loads, collate=dataset.collate_fn), num_workers=cfg.num_workers,
                       pin_memory=ctx.device.type == "cuda", drop_last=True, persistent_workers=False,
                       prefetch_factor=2 if cfg.num_workers else None,
-                      worker_init_fn=ignore_stop_signals if cfg.num_workers else None)
+                      worker_init_fn=_init_worker if cfg.num_workers else None)
+
+
+def _init_worker(worker_id: int) -> None:
+    """A loading worker leaves the stop signals to the training process and computes on one thread."""
+    ignore_stop_signals(worker_id)
+    configure_worker(worker_id)
 
 
 def _steps(loader: DataLoader, accumulate: int) -> Iterator[list[tuple[ClipBatch, list[str]]]]:
