@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.image_clips import ImageClipOptions
-from ..data.transforms import FlipMode
+from ..data.transforms import FlipMode, TrainAugmentation
 from ..errors import CicoError
+from ..model.config import ModelConfig
 from .init import InflationConfig
 from .losses import LossConfig
 from .schedule import ScheduleConfig
@@ -53,6 +54,12 @@ class DataOptions:
     expand_prob: float = 0.5
     min_size: int = 0
     max_size: int = 0
+
+    def augmentation(self, model: ModelConfig) -> TrainAugmentation:
+        """The clip augmentation of these options for a network (its test size and normalisation)."""
+        return TrainAugmentation(min_size=self.min_size or model.min_size, max_size=self.max_size or model.max_size,
+                                 flip=self.flip, flip_prob=self.flip_prob, expand_prob=self.expand_prob,
+                                 normalization=model.normalization)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from ..data.annotations import Annotations, load_annotations
 from ..data.check import check_frames
 from ..data.clips import ClipDataConfig, ClipDataset
 from ..data.image_clips import ImageClipDataset, MixedClipDataset, load_image_annotations
-from ..data.transforms import TrainAugmentation
 from ..errors import CicoError
 from ..model.checkpoint import load_checkpoint
 from ..model.config import ModelConfig, get_preset
@@ -129,12 +128,8 @@ def load_data(cfg: TrainConfig, frozen: bool) -> RunData:
     if missing:
         shown = "; ".join(missing[:20]) + (f"; and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise CicoError(f"{len(missing)} frame file(s) missing before training: {shown}")
-    augment = TrainAugmentation(
-        min_size=cfg.data.min_size or base.min_size, max_size=cfg.data.max_size or base.max_size,
-        flip=cfg.data.flip, flip_prob=cfg.data.flip_prob, expand_prob=cfg.data.expand_prob,
-        normalization=base.normalization)
-    data = ClipDataConfig(clip_frames=base.clip_frames, augment=augment, size_divisor=base.size_divisibility,
-                          seed=cfg.seed)
+    data = ClipDataConfig(clip_frames=base.clip_frames, augment=cfg.data.augmentation(base),
+                          size_divisor=base.size_divisibility, seed=cfg.seed)
     shared = shared_videos(train_ann, cfg.train_frames, val, cfg.val_frames) if val is not None and cfg.train_ann else 0
     if image_ann is None:
         return RunData(ClipDataset(train_ann, cfg.train_frames, data), val, base, shared)
