@@ -30,7 +30,8 @@ from pycocotools import mask as mask_utils
 from ..data.sources import read_image
 from ..errors import CicoError
 from ..fileio import atomic_write
-from ..outputs.render import draw_frame
+from ..outputs.render import RenderStyle, draw_frame
+from ..structures import FrameResult
 from .breakdown import Breakdown, breakdown
 from .error_analysis import ERROR_TYPES, ErrorAnalysis, analyse_errors
 from .tracking import TRACKING_KEYS, TrackingResult
@@ -234,22 +235,9 @@ def _error_figure(errors: ErrorAnalysis) -> _Figure:
                    " errors, blue: tracking errors); in brackets the number of errors.", _png(fig))
 
 
-@dataclass(frozen=True)
-class _Drawn:
-    """Duck-typed frame result for :func:`cico.outputs.render.draw_frame`."""
-
-    frame_id: int
-    image: np.ndarray
-    ids: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    tracked: np.ndarray
-    boxes: np.ndarray
-    masks: np.ndarray
-
-
 def _drawn(frame: int, image: np.ndarray, tracks: list, labels: list[int], scores: list[float],
-           ids: list[int]) -> _Drawn:
+           ids: list[int]) -> FrameResult:
+    """The tracks of one frame as the renderer draws predictions (boxes from the masks)."""
     height, width = image.shape[:2]
     masks, keep = [], []
     for j, track in enumerate(tracks):
@@ -263,7 +251,7 @@ def _drawn(frame: int, image: np.ndarray, tracks: list, labels: list[int], score
         ys, xs = np.nonzero(m)
         if xs.size:
             boxes[i] = (xs.min(), ys.min(), xs.max(), ys.max())
-    return _Drawn(frame, image, np.array([ids[j] for j in keep], dtype=np.int64),
+    return FrameResult(frame, image, np.array([ids[j] for j in keep], dtype=np.int64),
                   np.array([labels[j] for j in keep], dtype=np.int64),
                   np.array([scores[j] for j in keep], dtype=np.float64), np.zeros(len(keep), dtype=np.int64), boxes,
                   np.array(masks, dtype=bool).reshape(len(keep), height, width))
@@ -298,8 +286,9 @@ def _strips(result: EvaluationResult, parts: Breakdown, frames_dir: Path) -> lis
                               [t.id for t in gts])
             dt_frame = _drawn(f, image, dts, [cids.index(t.category_id) + 1 for t in dts], [t.score for t in dts],
                               [t.id for t in dts])
-            for ax, drawn, label in ((ax_row[0], gt_frame, "ground truth"), (ax_row[1], dt_frame, "prediction")):
-                ax.imshow(draw_frame(drawn, names)[:, :, ::-1])  # type: ignore[arg-type]
+            for ax, drawn, label, style in ((ax_row[0], gt_frame, "ground truth", RenderStyle(scores=False)),
+                                            (ax_row[1], dt_frame, "prediction", RenderStyle())):
+                ax.imshow(draw_frame(drawn, names, style)[:, :, ::-1])
                 ax.set_title(f"{label}, frame {f}", fontsize=9)
                 ax.axis("off")
         fig.suptitle(f"#{rank} worst: {row.name} (AP {100 * row.ap:.1f}, IDSW {row.idsw})", fontsize=11)
