@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .loading import Track
 from .video_iou import FrameIoU
@@ -280,6 +279,14 @@ class _Present:
         return self._dt_index[self._dt_bounds[t] : self._dt_bounds[t + 1]]
 
 
+def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum-cost one-to-one assignment (scipy's Hungarian solver, imported on first use so that the AP
+    alone does not load scipy)."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
+
+
 def _hota(sim, present: _Present, gt_count, dt_count, counts: Counts) -> None:
     """HOTA counts; ``sim`` ``[T, G, D]``."""
     row_sum, col_sum = sim.sum(2), sim.sum(1)  # [T, G], [T, D]
@@ -292,7 +299,7 @@ def _hota(sim, present: _Present, gt_count, dt_count, counts: Counts) -> None:
     for t in np.flatnonzero(sim.max(axis=(1, 2)) >= ALPHAS[0] - _EPS).tolist():
         rows, cols = present.rows(t), present.cols(t)
         block = sim[t][rows][:, cols]
-        r, c = linear_sum_assignment(-(alignment[rows][:, cols] * block))
+        r, c = _assignment(-(alignment[rows][:, cols] * block))
         match_g.append(rows[r])
         match_d.append(cols[c])
         match_s.append(block[r, c])
@@ -340,7 +347,7 @@ def _clear(sim, present: _Present, gt_count, counts: Counts) -> tuple[np.ndarray
             block = sim[t][rows][:, cols]
             score = 1000.0 * (cols[None, :] == prev_step_id[rows][:, None]) + block
             score[block < threshold] = 0
-            r, c = linear_sum_assignment(-score)
+            r, c = _assignment(-score)
             ok = score[r, c] > 0 + _EPS
             r, c = r[ok], c[ok]
             g, d = rows[r], cols[c]
@@ -388,7 +395,7 @@ def _identity(sim, gt_count, dt_count, counts: Counts) -> None:
     fp_mat[num_g + np.arange(num_d), np.arange(num_d)] = dt_count
     fn_mat[:num_g, :num_d] -= potential
     fp_mat[:num_g, :num_d] -= potential
-    r, c = linear_sum_assignment(fn_mat + fp_mat)
+    r, c = _assignment(fn_mat + fp_mat)
     idfn = int(fn_mat[r, c].sum())
     idfp = int(fp_mat[r, c].sum())
     counts.idfn += idfn
