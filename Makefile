@@ -13,7 +13,7 @@ STAMP_MIN := $(VENV_MIN)/.installed
 # The dev extra's optional packages (supervision, TrackEval, ONNX) are not in the lowest-versions set.
 MIN_TESTS := -m "not slow" \
 	-k "not (kill_and_resume or decrease_the_loss or test_distributed or (test_golden_network and r50))" \
-	--ignore=tests/test_interop.py --ignore=tests/test_tracking_trackeval.py
+	--ignore=tests/test_interop.py --ignore=tests/test_tracking_trackeval.py --ignore=tests/test_onnx.py
 
 .PHONY: demo test test-min install clean
 
