@@ -155,11 +155,16 @@ class Camera(Video):
             capture.release()
 
 
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_JPEG_TAIL = 256  # bytes at the end of a JPEG searched for its end marker (some writers pad after it)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as BGR ``uint8`` ``[H, W, 3]`` (grey images are expanded to three channels).
 
-    The one frame reader of cico (inference, training and ``check-data``): ``cv2.imdecode`` rejects
-    truncated or corrupt files, where ``cv2.imread`` would return a partly grey image.
+    The one frame reader of cico (inference, training and ``check-data``): a truncated or corrupt file is
+    an error, where ``cv2.imread`` would return a partly grey image. Recent OpenCV builds refuse a truncated
+    JPEG themselves; older ones decode it partly, so a JPEG must also end with its end-of-image marker.
 
     Raises:
         CicoError: the file is missing, unreadable or cannot be decoded (truncated files included).
@@ -172,7 +177,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except OSError as err:
         raise CicoError(f"cannot be read: {err.strerror}", path) from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
+    if image is None or (data[:2].tobytes() == _JPEG_START and _JPEG_END not in data[-_JPEG_TAIL:].tobytes()):
         raise CicoError("cannot be decoded as an image (truncated or corrupt)", path)
     return image
 
