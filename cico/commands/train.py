@@ -102,11 +102,12 @@ def _data_values(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.preemption import INTERRUPTED_EXIT, TrainingInterrupted
+    from ..training.preemption import INTERRUPTED_EXIT, TrainingInterrupted, ignore_stop_signals
 
     try:
         final = _train(args)
     except TrainingInterrupted as stopped:
+        ignore_stop_signals()  # the process ends now: a further SIGTERM/SIGINT must not cut its exit short
         print(f"cico train: {stopped}", file=sys.stderr, flush=True)
         return INTERRUPTED_EXIT
     print(f"wrote {final}")
