@@ -1,4 +1,4 @@
-"""CPU speed of the CiCo network (spec issue §5): frames/s of the network alone and of network + detection.
+"""CPU speed of the CiCo network: frames/s of the network alone and of network + detection.
 
 One 3-frame clip at 384×640 (DAVIS ``car-shadow`` frames 0-2 from the golden set, reference preprocessing),
 R50-Yolact and R50-CondInst with the golden e2e weights (``e2e_car-shadow/<model>/manifest.json``: the

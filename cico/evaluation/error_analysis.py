@@ -42,10 +42,10 @@ from .ytvis import (
     IOU_THRESHOLDS,
     MAX_DETS,
     EvaluationDetails,
-    _arrays_of,
-    _greedy_match,
-    _summarize,
-    _VideoRecord,
+    VideoRecord,
+    arrays_of,
+    greedy_match,
+    summarize,
 )
 
 FOREGROUND_IOU = 0.5
@@ -89,7 +89,7 @@ def _match(ious: np.ndarray, gts: Sequence[Track]) -> np.ndarray:
     """Official greedy matching at IoU 0.5, area "all": the matched GT index of each result, or -1."""
     crowd = np.array([g.iscrowd for g in gts], dtype=bool)
     order = np.argsort(crowd, kind="mergesort")
-    match = _greedy_match(ious[:, order], crowd[order].tolist(), crowd[order].tolist())[0]
+    match = greedy_match(ious[:, order], crowd[order].tolist(), crowd[order].tolist())[0]
     return np.where(match >= 0, order[np.maximum(match, 0)], -1) if len(gts) else match
 
 
@@ -104,17 +104,17 @@ def _entries(dts: Sequence[Track], gts: Sequence[Track], ious: np.ndarray) -> tu
 
 def _ap50(categories: list[int], pairs: dict[tuple[int, int], _Entries]) -> float:
     """Official AP at IoU 0.5, area all, 100 results per (video, category), of the given matchings."""
-    records: dict[int, list[_VideoRecord]] = defaultdict(list)
+    records: dict[int, list[VideoRecord]] = defaultdict(list)
     shape = (len(AREA_RANGES), len(IOU_THRESHOLDS))
     for (_, cid), e in sorted(pairs.items()):
         order = np.argsort([-s for s in e.scores], kind="mergesort")[: MAX_DETS[-1]]
         tp, ign = np.array(e.tp, dtype=bool)[order], np.array(e.ignored, dtype=bool)[order]
-        records[cid].append(_VideoRecord(np.array(e.scores, dtype=np.float64)[order],
+        records[cid].append(VideoRecord(np.array(e.scores, dtype=np.float64)[order],
                                          np.broadcast_to(tp | ign, shape + tp.shape).copy(),
                                          np.broadcast_to(ign, shape + ign.shape).copy(),
                                          np.full(len(AREA_RANGES), e.num_gt)))
-    precision, recall = _arrays_of(categories, records)
-    return _summarize(precision, recall, True, FOREGROUND_IOU, "all", MAX_DETS[-1])
+    precision, recall = arrays_of(categories, records)
+    return summarize(precision, recall, True, FOREGROUND_IOU, "all", MAX_DETS[-1])
 
 
 def analyse_errors(details: EvaluationDetails) -> ErrorAnalysis:

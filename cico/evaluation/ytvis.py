@@ -117,7 +117,7 @@ class PairData:
     dts: list[Track]
     gts: list[Track]
     ious: np.ndarray
-    record: _VideoRecord
+    record: VideoRecord
 
 
 @dataclass(frozen=True)
@@ -142,16 +142,16 @@ class EvaluationDetails:
     def stats(self, videos: Iterable[int] | None = None) -> tuple[dict[str, float], dict[int, float]]:
         """The 12 numbers and per-class AP on a subset of the videos (all when ``None``)."""
         keep = None if videos is None else set(videos)
-        records: dict[int, list[_VideoRecord]] = defaultdict(list)
+        records: dict[int, list[VideoRecord]] = defaultdict(list)
         for (vid, cid), pair in sorted(self.pairs.items()):
             if keep is None or vid in keep:
                 records[cid].append(pair.record)
         category_ids = list(self.truth.categories)
-        return _summary(*_arrays_of(category_ids, records), category_ids)
+        return _summary(*arrays_of(category_ids, records), category_ids)
 
 
 @dataclass
-class _VideoRecord:
+class VideoRecord:
     """The official ``evaluateVid`` output of one (video, category), for all area ranges.
 
     ``D`` results (score order, at most 100), ``A`` area ranges, ``T`` thresholds.
@@ -163,7 +163,7 @@ class _VideoRecord:
     num_gt: np.ndarray  # [A] int: non-ignored GT tracks
 
 
-def _greedy_match(ious: np.ndarray, gt_ignore: list[bool], gt_crowd: list[bool]) -> np.ndarray:
+def greedy_match(ious: np.ndarray, gt_ignore: list[bool], gt_crowd: list[bool]) -> np.ndarray:
     """Official COCO greedy matching, per IoU threshold; returns the matched GT index ``[T, D]`` or -1.
 
     ``ious`` is ``[D, G]`` with results in score order and GT with the ignored ones last. A result
@@ -197,7 +197,7 @@ def _greedy_match(ious: np.ndarray, gt_ignore: list[bool], gt_crowd: list[bool])
 
 def _evaluate_video(
     ious: np.ndarray, dts: Sequence[Track], gts: Sequence[Track], gt_id_zero_never_matches: bool
-) -> _VideoRecord:
+) -> VideoRecord:
     """``evaluateVid`` for every area range of one (video, category); ``dts`` in score order."""
     num_a, num_t = len(AREA_RANGES), len(IOU_THRESHOLDS)
     matched = np.zeros((num_a, num_t, len(dts)), dtype=bool)
@@ -210,7 +210,7 @@ def _evaluate_video(
     for a, (lo, hi) in enumerate(AREA_RANGES.values()):
         gt_ignore = gt_crowd | (gt_area < lo) | (gt_area > hi)
         order = np.argsort(gt_ignore, kind="mergesort")
-        match = _greedy_match(ious[:, order], gt_ignore[order].tolist(), gt_crowd[order].tolist())
+        match = greedy_match(ious[:, order], gt_ignore[order].tolist(), gt_crowd[order].tolist())
         is_match = match >= 0
         # dtMatches holds the GT id, so a match to id 0 reads as "unmatched" (official quirk).
         matched_id = np.where(is_match, gt_ids[order][match], 0) if len(gts) else np.zeros_like(match)
@@ -220,10 +220,10 @@ def _evaluate_video(
         matched[a] = dt_matches
         ignored[a] = matched_ignore | (~dt_matches & outside[None, :])
         num_gt[a] = np.count_nonzero(~gt_ignore)
-    return _VideoRecord(np.array([d.score for d in dts], dtype=np.float64), matched, ignored, num_gt)
+    return VideoRecord(np.array([d.score for d in dts], dtype=np.float64), matched, ignored, num_gt)
 
 
-def _accumulate(records: list[_VideoRecord]) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate(records: list[VideoRecord]) -> tuple[np.ndarray, np.ndarray]:
     """Official ``accumulate`` of one category over its videos (in video-id order).
 
     Returns precision ``[T, R, A, M]`` and recall ``[T, A, M]`` (-1 where there is no GT).
@@ -261,10 +261,10 @@ def _accumulate(records: list[_VideoRecord]) -> tuple[np.ndarray, np.ndarray]:
     return precision, recall
 
 
-def _summarize(
+def summarize(
     precision: np.ndarray, recall: np.ndarray, is_ap: bool, iou: float | None, area: str, max_dets: int
 ) -> float:
-    """Official ``_summarize``: mean of the defined entries of one slice, -1 if none."""
+    """Official ``summarize``: mean of the defined entries of one slice, -1 if none."""
     aind = [i for i, label in enumerate(AREA_RANGES) if label == area]
     mind = [i for i, m in enumerate(MAX_DETS) if m == max_dets]
     s = precision if is_ap else recall
@@ -274,7 +274,7 @@ def _summarize(
     return float(np.mean(s[s > -1])) if np.any(s > -1) else -1.0
 
 
-def _arrays_of(category_ids: list[int], records: Mapping[int, list[_VideoRecord]]) -> tuple[np.ndarray, np.ndarray]:
+def arrays_of(category_ids: list[int], records: Mapping[int, list[VideoRecord]]) -> tuple[np.ndarray, np.ndarray]:
     """Precision ``[T, R, K, A, M]`` and recall ``[T, K, A, M]`` of the records of each category."""
     precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(category_ids), len(AREA_RANGES),
                           len(MAX_DETS)))
@@ -288,7 +288,7 @@ def _summary(
     precision: np.ndarray, recall: np.ndarray, category_ids: list[int]
 ) -> tuple[dict[str, float], dict[int, float]]:
     """The 12 numbers and per-class AP (.50:.95, all areas, 100 dets) of accumulated arrays."""
-    stats = {name: _summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
+    stats = {name: summarize(precision, recall, *spec) for name, spec in zip(STAT_NAMES, _STAT_SPECS)}
     per_class: dict[int, float] = {}
     for k, cid in enumerate(category_ids):
         s = precision[:, :, k, 0, -1]
@@ -381,7 +381,7 @@ def _evaluate(
         )
 
     category_ids = list(truth.categories)
-    records: dict[int, list[_VideoRecord]] = defaultdict(list)
+    records: dict[int, list[VideoRecord]] = defaultdict(list)
     pairs: dict[tuple[int, int], PairData] = {}
     track_counts: dict[tuple[int, int], TrackingCounts] = {}
     thresholded_counts: dict[tuple[int, int], TrackingCounts] = {}
@@ -420,7 +420,7 @@ def _evaluate(
             stacklevel=3,
         )
 
-    precision, recall = _arrays_of(category_ids, records)
+    precision, recall = arrays_of(category_ids, records)
     stats, per_class = _summary(precision, recall, category_ids)
     return EvaluationResult(
         stats, per_class, dict(truth.categories), precision, recall,
