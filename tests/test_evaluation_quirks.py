@@ -375,3 +375,17 @@ def test_prediction_tracks_are_accepted_as_results() -> None:
     track = PredictedTrack(video_id=1, track_id=0, category_id=1, category_name="c1", score=0.7,
                            segmentations=[seg(A), None])  # fmt: skip
     assert evaluate(gt_file([{"masks": [A]}]), [track]).stats["AP"] == EPS_ONE
+
+
+def test_a_video_longer_than_255_frames() -> None:
+    # pycocotools' area() fails on more than 255 masks at once under NumPy 2 (a uint8 size buffer);
+    # long videos (OVIS, the YouTube-VIS 2022 long-video split) have tracks that long.
+    frames = 300
+    masks = [box(1, 5, 1 + f % 4, 5 + f % 4) for f in range(frames)]
+    gt = gt_file([{"masks": masks}])
+    gt["videos"][0]["length"] = frames
+    half = [m if f < 150 else None for f, m in enumerate(masks)]
+    res = quiet_evaluate(gt, [result(masks), result(half, score=0.5)], tracking=True)
+    assert res.stats["AP"] == EPS_ONE
+    assert res.tracking is not None and res.tracking.class_avg["IDSW"] == 0
+    assert res.tracking.class_avg["CLR_FP"] == 150

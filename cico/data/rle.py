@@ -6,7 +6,7 @@ mean the object is absent in that frame.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -46,6 +46,22 @@ def decode(rle: RLE) -> np.ndarray:
     if isinstance(rle["counts"], str):
         rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     return mask_utils.decode(rle)
+
+
+# pycocotools' area() makes its output with a uint8 count: NumPy 2 raises OverflowError beyond 255 masks
+_AREA_BATCH = 255
+
+
+def areas(rles: Sequence[RLE]) -> np.ndarray:
+    """``[N]`` int64 foreground pixel counts of compressed RLEs (``counts`` str or bytes), any ``N``.
+
+    Raises what pycocotools raises for a malformed RLE (``ValueError``, ``TypeError``, ``KeyError``, ...).
+    """
+    out = np.zeros(len(rles), dtype=np.int64)
+    for start in range(0, len(rles), _AREA_BATCH):
+        part = list(rles[start : start + _AREA_BATCH])
+        out[start : start + len(part)] = mask_utils.area(part)
+    return out
 
 
 def area(rle: RLE) -> int:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from ..data.rle import areas as rle_areas
 from .loading import Track
 from .video_iou import video_iou
 from .ytvis import (
@@ -222,7 +222,7 @@ def _track(like: Track, rles: list, score: float, track_id: int) -> Track:
     areas = np.zeros(len(rles), dtype=np.int64)
     sizes = np.zeros((len(rles), 2), dtype=np.int64)
     if present:
-        areas[present] = mask_utils.area([rles[f] for f in present])
+        areas[present] = rle_areas([rles[f] for f in present])
         sizes[present] = [rles[f]["size"] for f in present]
     nonzero = areas[areas > 0]
     avg = float(nonzero.sum()) / nonzero.size if nonzero.size else 0.0

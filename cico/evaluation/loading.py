@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils
 
 from ..data.annotations import read_json as read_annotations_json
 from ..data.rle import RLE, to_rle
+from ..data.rle import areas as rle_areas
 from ..errors import CicoError
 
 Source = str | Path
@@ -180,7 +181,7 @@ def _track_masks(
     if frames:
         present = cast("list[RLE]", [rles[f] for f in frames])  # the frames with a segmentation
         try:
-            areas[frames] = mask_utils.area(present)
+            areas[frames] = rle_areas(present)
             sizes[frames] = np.array([rle["size"] for rle in present], dtype=np.int64).reshape(len(frames), 2)
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             bad = next((f for f in frames if not _valid_rle(rles[f])), frames[0])
