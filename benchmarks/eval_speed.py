@@ -15,16 +15,18 @@ the written JSON files, parsing included.
 side with the plain one, and reports the ratio. ``--vs-trackeval`` writes the files and compares the
 CPU time of the whole ``cico evaluate GT RESULTS --tracking`` command with TrackEval's YouTubeVIS
 evaluation of HOTA, CLEAR and Identity on the same files (each in its own process, imports and
-parsing included); e.g. the 30-video case with about 2400 result tracks:
+parsing included; ``--repeats`` runs of each, alternately, with the ratios of the minima and of the
+medians); e.g. the 30-video case with about 2400 result tracks:
 
     python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--from-files] [--tracking]
-    python benchmarks/eval_speed.py --videos 30 --results-per-video 80 --vs-trackeval
+    python benchmarks/eval_speed.py --videos 30 --results-per-video 80 --vs-trackeval [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,8 +169,9 @@ def _child_cpu(command: list[str]) -> tuple[float, float, str]:
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall, run.stdout
 
 
-def versus_trackeval(gt: dict, results: list) -> dict:
-    """CPU time of ``cico evaluate --tracking`` and of TrackEval (HOTA, CLEAR, Identity) on the same files."""
+def versus_trackeval(gt: dict, results: list, repeats: int) -> dict:
+    """CPU time of ``cico evaluate --tracking`` and of TrackEval (HOTA, CLEAR, Identity) on the same files,
+    each run ``repeats`` times, alternately (so that load changes on a shared machine hit both alike)."""
     with tempfile.TemporaryDirectory() as tmp:
         gt_dir = Path(tmp, "gt", "youtube_vis_bench")
         tracker_dir = Path(tmp, "trackers", "youtube_vis_bench", "bench", "data")
@@ -177,15 +180,23 @@ def versus_trackeval(gt: dict, results: list) -> dict:
         gt_path, res_path = gt_dir / "gt.json", tracker_dir / "results.json"
         gt_path.write_text(json.dumps(gt))
         res_path.write_text(json.dumps(results))
-        cico_cpu, cico_wall, cico_out = _child_cpu(
-            [sys.executable, "-m", "cico", "evaluate", str(gt_path), str(res_path), "--tracking", "--json"])
-        te_cpu, te_wall, te_out = _child_cpu([sys.executable, "-c", _TRACKEVAL, tmp])
-    line = json.loads(cico_out.strip().splitlines()[-1])
-    hota, idf1 = (float(v) for v in te_out.split("RESULT")[-1].split())
+        cico_runs, te_runs = [], []
+        for _ in range(repeats):
+            cico_runs.append(_child_cpu(
+                [sys.executable, "-m", "cico", "evaluate", str(gt_path), str(res_path), "--tracking", "--json"]))
+            te_runs.append(_child_cpu([sys.executable, "-c", _TRACKEVAL, tmp]))
+    line = json.loads(cico_runs[0][2].strip().splitlines()[-1])
+    hota, idf1 = (float(v) for v in te_runs[0][2].split("RESULT")[-1].split())
+    cico_cpu, te_cpu = [r[0] for r in cico_runs], [r[0] for r in te_runs]
     return {
-        "cico_evaluate_tracking_cpu_s": round(cico_cpu, 2), "cico_evaluate_tracking_wall_s": round(cico_wall, 2),
-        "trackeval_cpu_s": round(te_cpu, 2), "trackeval_wall_s": round(te_wall, 2),
-        "cpu_ratio_cico_over_trackeval": round(cico_cpu / te_cpu, 3),
+        "repeats": repeats,
+        "cico_evaluate_tracking_cpu_s": [round(c, 2) for c in cico_cpu],
+        "trackeval_cpu_s": [round(c, 2) for c in te_cpu],
+        "cico_evaluate_tracking_wall_s_min": round(min(r[1] for r in cico_runs), 2),
+        "trackeval_wall_s_min": round(min(r[1] for r in te_runs), 2),
+        "cpu_ratio_cico_over_trackeval_min": round(min(cico_cpu) / min(te_cpu), 3),
+        "cpu_ratio_cico_over_trackeval_median": round(statistics.median(cico_cpu) / statistics.median(te_cpu), 3),
+        "cpu_ratio_per_pair": [round(c / t, 3) for c, t in zip(cico_cpu, te_cpu)],
         "HOTA_cico": line["tracking"]["class_avg"]["HOTA"], "HOTA_trackeval": hota,
         "IDF1_cico": line["tracking"]["class_avg"]["IDF1"], "IDF1_trackeval": idf1,
     }  # fmt: skip
@@ -198,6 +209,7 @@ def main() -> int:
     parser.add_argument("--gt-per-video", type=int, default=10)
     parser.add_argument("--results-per-video", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each command with --vs-trackeval")
     parser.add_argument("--from-files", action="store_true", help="also time evaluation from written JSON files")
     parser.add_argument("--tracking", action="store_true", help="also time the evaluation with tracking metrics")
     parser.add_argument("--vs-trackeval", action="store_true",
@@ -240,7 +252,7 @@ def main() -> int:
         report["HOTA"] = round(tracked.tracking.class_avg["HOTA"], 4)
         report["IDF1"] = round(tracked.tracking.class_avg["IDF1"], 4)
     if args.vs_trackeval:
-        report.update(versus_trackeval(gt, results))
+        report.update(versus_trackeval(gt, results, args.repeats))
     if args.from_files:
         with tempfile.TemporaryDirectory() as tmp:
             gt_path, res_path = Path(tmp, "gt.json"), Path(tmp, "results.json")

@@ -181,16 +181,20 @@ def _track_masks(
     if frames:
         present = cast("list[RLE]", [rles[f] for f in frames])  # the frames with a segmentation
         try:
-            areas[frames] = rle_areas(present)
-            sizes[frames] = np.array([rle["size"] for rle in present], dtype=np.int64).reshape(len(frames), 2)
+            present_areas = rle_areas(present)
+            present_sizes = np.array([rle["size"] for rle in present], dtype=np.int64).reshape(len(frames), 2)
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             bad = next((f for f in frames if not _valid_rle(rles[f])), frames[0])
             raise CicoError(f"{where}: segmentations[{bad}] is not a valid RLE ({err})", source) from None
-        too_big = np.flatnonzero((areas[frames] > sizes[frames, 0] * sizes[frames, 1]) | (sizes[frames] <= 0).any(1))
-        if too_big.size:
-            f = frames[too_big[0]]
-            problem = f"segmentations[{f}] is not a valid RLE (counts do not fit size {sizes[f].tolist()})"
+        too_big = (present_areas > present_sizes.prod(1)) | (present_sizes.min(1) <= 0)
+        if too_big.any():
+            k = int(too_big.argmax())
+            size = present_sizes[k].tolist()
+            problem = f"segmentations[{frames[k]}] is not a valid RLE (counts do not fit size {size})"
             raise CicoError(f"{where}: {problem}", source)
+        index = slice(None) if len(frames) == n else np.array(frames)
+        areas[index] = present_areas
+        sizes[index] = present_sizes
     return rles, areas, sizes
 
 

@@ -230,10 +230,11 @@ def evaluate_sequence(
     for frame in frames:
         if frame.frame >= length:
             break
-        rows, cols = gt_row[frame.gts], dt_col[frame.dts]
-        ok_c = cols >= 0
-        if ok_c.any():
-            sim[frame.frame][np.ix_(rows, cols[ok_c])] = frame.iou[ok_c].T
+        rows, cols, iou = gt_row[frame.gts], dt_col[frame.dts], frame.iou
+        if keep is not None:  # results left out have no column
+            ok_c = cols >= 0
+            cols, iou = cols[ok_c], iou[ok_c]
+        sim[frame.frame, rows[:, None], cols[None, :]] = iou.T
     gt_count = gt_present.sum(1).astype(np.float64)  # [G]
     dt_count = dt_present.sum(1).astype(np.float64)  # [D]
 
@@ -345,14 +346,13 @@ def _clear(sim, present: _Present, gt_count, counts: Counts) -> tuple[np.ndarray
         rows, cols = present.rows(t), present.cols(t)
         if reachable[t]:
             block = sim[t][rows][:, cols]
-            score = 1000.0 * (cols[None, :] == prev_step_id[rows][:, None]) + block
-            score[block < threshold] = 0
+            score = np.where(block < threshold, 0.0, 1000.0 * (cols[None, :] == prev_step_id[rows][:, None]) + block)
             r, c = _assignment(-score)
             ok = score[r, c] > 0 + _EPS
             r, c = r[ok], c[ok]
             g, d = rows[r], cols[c]
             previous = prev_id[g]
-            counts.idsw += int(np.sum(~np.isnan(previous) & (d != previous)))
+            counts.idsw += int(np.count_nonzero(~np.isnan(previous) & (d != previous)))
             counts.motp_sum += float(sum(block[r, c]))
         else:
             g = d = np.zeros(0, dtype=np.int64)
@@ -365,7 +365,7 @@ def _clear(sim, present: _Present, gt_count, counts: Counts) -> tuple[np.ndarray
         counts.clr_tp += g.size
         counts.clr_fn += rows.size - g.size
         counts.clr_fp += cols.size - g.size
-        out_f.append(np.full(g.size, t))
+        out_f.append((t, g.size))
         out_g.append(g)
         out_d.append(d)
     ratio = matched_count[gt_count > 0] / gt_count[gt_count > 0]
@@ -377,7 +377,8 @@ def _clear(sim, present: _Present, gt_count, counts: Counts) -> tuple[np.ndarray
     counts.frag += int(np.sum(frag_count[frag_count > 0] - 1))
     if not out_f:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(out_f), np.concatenate(out_g), np.concatenate(out_d)
+    frames, sizes = zip(*out_f)
+    return np.repeat(np.array(frames, dtype=np.int64), sizes), np.concatenate(out_g), np.concatenate(out_d)
 
 
 def _identity(sim, gt_count, dt_count, counts: Counts) -> None:

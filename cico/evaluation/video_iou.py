@@ -161,7 +161,7 @@ def video_iou(
             same = None if same is None else same[keep]
         pair_area = area_d[di, f][:, None] + area_g[gi, f][None, :]
         if same is not None and not same.all():
-            lost[np.ix_(di, gi)] += np.where(same, 0, pair_area)
+            lost[di[:, None], gi[None, :]] += np.where(same, 0, pair_area)
             if not mismatched:
                 d, g = np.argwhere(~same)[0]
                 d_size, g_size = "x".join(map(str, size_d[di[d], f])), "x".join(map(str, size_g[gi[g], f]))
@@ -170,7 +170,7 @@ def video_iou(
                     f" GT {gts[gi[g]].id} is {g_size}"
                 )
             mismatched += int((~same).sum())
-        inter[np.ix_(di, gi)] += np.rint(iou * pair_area / (1.0 + iou)).astype(np.int64)
+        inter[di[:, None], gi[None, :]] += np.rint(iou * pair_area / (1.0 + iou)).astype(np.int64)
 
     union = area_sum - inter - lost
     ious = np.divide(inter, union, out=np.zeros((num_d, num_g)), where=union > 0)

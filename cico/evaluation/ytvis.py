@@ -207,10 +207,14 @@ def _evaluate_video(
     gt_crowd = np.array([g.iscrowd for g in gts], dtype=bool)
     gt_ids = np.array([g.id for g in gts], dtype=np.int64)
     dt_area = np.array([d.avg_area for d in dts], dtype=np.float64)
+    matches: dict[bytes, np.ndarray] = {}  # the matching depends on the area range only through gt_ignore
     for a, (lo, hi) in enumerate(AREA_RANGES.values()):
         gt_ignore = gt_crowd | (gt_area < lo) | (gt_area > hi)
         order = np.argsort(gt_ignore, kind="mergesort")
-        match = greedy_match(ious[:, order], gt_ignore[order].tolist(), gt_crowd[order].tolist())
+        key = gt_ignore.tobytes()
+        if key not in matches:
+            matches[key] = greedy_match(ious[:, order], gt_ignore[order].tolist(), gt_crowd[order].tolist())
+        match = matches[key]
         is_match = match >= 0
         # dtMatches holds the GT id, so a match to id 0 reads as "unmatched" (official quirk).
         matched_id = np.where(is_match, gt_ids[order][match], 0) if len(gts) else np.zeros_like(match)
