@@ -40,11 +40,28 @@ def test_clip_conv3d_equals_conv3d(frames: int, implementation: str) -> None:
     torch.testing.assert_close(x.grad, x_ref.grad.float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.bias.grad, ref.bias.grad.float(), rtol=1e-5, atol=1e-5)
-    with torch.no_grad():  # inference: cached kernels
+    with torch.no_grad():  # inference
         torch.testing.assert_close(conv(x), y_ref.float(), rtol=1e-5, atol=1e-5)
-        conv.weight.mul_(2)  # the cache follows weight updates
+        conv.weight.mul_(2)  # nothing stale is kept of the weights
         torch.testing.assert_close(conv(x) - conv.bias[:, None, None], 2 * (y - conv.bias[:, None, None]),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("implementation", ["taps", "winograd", "conv3d"])
+def test_clip_conv3d_levels_in_one_call(implementation: str) -> None:
+    # A head tower's 3D conv takes every FPN level at once; each level's output is that of a call of its own.
+    torch.manual_seed(0)
+    conv = ClipConv3d(6, 5, 3)
+    conv.implementation = implementation
+    levels = [torch.randn(6, 6, h, w) for h, w in [(9, 13), (5, 7), (3, 4), (2, 2), (1, 1)]]
+    with torch.no_grad():
+        together = conv.forward_levels(levels)
+        for x, y in zip(levels, together):
+            torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-6)
+            ref = F.conv3d(x.unflatten(0, (2, 3)).transpose(1, 2), conv.weight, conv.bias, padding=1)
+            torch.testing.assert_close(y, ref.transpose(1, 2).flatten(0, 1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="3-frame clips"):
+        conv.forward_levels([levels[0], torch.zeros(4, 6, 3, 3)])
 
 
 def test_clip_conv3d_auto_implementation() -> None:

@@ -35,6 +35,14 @@ def _tower(num_layers: int, channels: int, clip_frames: int | None) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
+def _tower_levels(tower: nn.Sequential, levels: list[Tensor]) -> list[Tensor]:
+    """``tower`` applied to every level, its 3D convs to all levels in one call
+    (:meth:`~cico.model.convolution.ClipConv3d.forward_levels`)."""
+    for layer in tower:
+        levels = layer.forward_levels(levels) if isinstance(layer, ClipConv3d) else [layer(x) for x in levels]
+    return levels
+
+
 class ClipPredictionHead(nn.Module):
     """The clip prediction head shared over the FPN levels.
 
@@ -93,10 +101,10 @@ class ClipPredictionHead(nn.Module):
             mask_coeff ``[B·T, N, D]`` (tanh), track ``[B·T, N, E]`` (L2-normalised).
         """
         outputs: list[list[Tensor]] = [[], [], [], [], []]
-        for x in features:
-            box_x = self.bbox_extra(x)
+        box_xs = _tower_levels(self.bbox_extra, features)
+        track_xs = _tower_levels(self.track_extra, features)
+        for x, box_x, track_x in zip(features, box_xs, track_xs):
             conf_x = self.conf_extra(x)
-            track_x = self.track_extra(x)
             level = (
                 self._flatten(self.bbox_layer(box_x), 4 * self.clip_frames),
                 self._flatten(self.conf_layer(conf_x), self.num_logits),
