@@ -10,9 +10,10 @@ builds the cube, and computes it in one of three ways (``implementation``):
   (frame, tap) pair is then one batched matrix product with 36 instead of 144 multiplications per 4×4 output
   tile, the taps are summed in the transformed domain, and each output frame is transformed back once.
   Taps that would read the zero temporal padding are skipped. Float32 error about 1e-5 relative.
+  The kernels are transformed at each call (one matrix product), not kept: a kept copy would be 4× the weights
+  (36 instead of 9 values per kernel), about 300 MB for the R50 presets' eleven 3D convs;
   :meth:`ClipConv3d.forward_levels` runs several inputs (the FPN levels a head tower shares) through the same
-  products, so the kernels are transformed once per call, not kept: a kept copy would be 4× the weights
-  (36 instead of 9 values per kernel), about 300 MB for the R50 presets' eleven 3D convs.
+  matrix products, with one transform.
 * ``"taps"``: per temporal tap a 2D convolution (the centre tap over all frames, each other tap only over the
   frames whose neighbour exists), added to the shifted output frames; 7 instead of 9 frame-convolutions
   for ``T = 3``.
@@ -84,10 +85,13 @@ def winograd_tiles(x: Tensor) -> tuple[Tensor, int, int]:
     return (b @ tiles).view(36, n * th * tw, c), th, tw
 
 
-def winograd_untile(m: Tensor, n: int, th: int, tw: int, h: int, w: int) -> Tensor:
-    """Products ``m [36, N·th·tw, K]`` back to the output ``[N, K, H, W]`` (channels_last memory)."""
+def winograd_untile(m: Tensor, n: int, th: int, tw: int, h: int, w: int, bias: Tensor | None = None) -> Tensor:
+    """Products ``m [36, N·th·tw, K]`` back to the output ``[N, K, H, W]`` (channels_last memory), plus ``bias [K]``."""
     _, a = _tile_transforms(m.device, m.dtype)
-    y = (a @ m.reshape(36, -1)).view(_TILE, _TILE, n, th, tw, -1)
+    y = a @ m.reshape(36, -1)  # [16, N·th·tw·K]
+    if bias is not None:
+        y = y.view(-1, bias.shape[0]).add_(bias)  # before the layout copy: one pass less
+    y = y.view(_TILE, _TILE, n, th, tw, -1)
     y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, _TILE * th, _TILE * tw, -1)[:, :h, :w]
     return y.permute(0, 3, 1, 2)
 
@@ -153,7 +157,8 @@ class ClipConv3d(nn.Module):
 
     def forward_levels(self, xs: Sequence[Tensor]) -> list[Tensor]:
         """The convolution of several inputs ``[B·T, in, h_l, w_l]`` with the same ``B·T`` (the FPN levels a
-        head tower shares): with Winograd their tiles go through the same matrix products."""
+        head tower shares): with Winograd their tiles go through the same matrix products, and the kernels are
+        transformed once."""
         frames = self.clip_frames
         for x in xs:
             if x.shape[0] % frames:
@@ -203,6 +208,6 @@ class ClipConv3d(nn.Module):
         del tiles, clips
         ys = []
         for x, level, (th, tw) in zip(xs, out.split(counts, dim=3), grids):
-            y = winograd_untile(level.reshape(36, -1, level.shape[-1]), x.shape[0], th, tw, x.shape[-2], x.shape[-1])
-            ys.append(y + self.bias[:, None, None] if self.bias is not None else y)
+            ys.append(winograd_untile(level.reshape(36, -1, level.shape[-1]), x.shape[0], th, tw, x.shape[-2],
+                                      x.shape[-1], self.bias))
         return ys
