@@ -389,3 +389,31 @@ def test_a_video_longer_than_255_frames() -> None:
     assert res.stats["AP"] == EPS_ONE
     assert res.tracking is not None and res.tracking.class_avg["IDSW"] == 0
     assert res.tracking.class_avg["CLR_FP"] == 150
+
+
+def test_the_hungarian_solver_is_scipys() -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    from cico.evaluation.tracking import hungarian_solver
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 5), (5, 1), (3, 7), (7, 3), (12, 12)]:
+        for _ in range(20):
+            cost = rng.integers(0, 3, size=shape).astype(np.float64)  # many ties: the same tie-breaking
+            for ours, theirs in zip(hungarian_solver()(cost), linear_sum_assignment(cost)):
+                assert np.array_equal(ours, theirs)
+
+
+def test_the_hungarian_solver_loads_without_all_of_scipy_optimize() -> None:
+    import importlib.machinery
+    import subprocess
+    import sys
+
+    import scipy
+
+    folder = Path(scipy.__file__).parent / "optimize"
+    if not any((folder / f"_lsap{s}").is_file() for s in importlib.machinery.EXTENSION_SUFFIXES):
+        pytest.skip("this SciPy's solver is not a module of its own")
+    code = ("import sys; from cico.evaluation.tracking import hungarian_solver; hungarian_solver();"
+            "print('scipy.optimize' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
