@@ -62,6 +62,8 @@ def test_clip_conv3d_levels_in_one_call(implementation: str) -> None:
             torch.testing.assert_close(y, ref.transpose(1, 2).flatten(0, 1), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="3-frame clips"):
         conv.forward_levels([levels[0], torch.zeros(4, 6, 3, 3)])
+    with pytest.raises(ValueError, match="share B·T"):
+        conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
 
 
 def test_clip_conv3d_auto_implementation() -> None:

@@ -294,9 +294,9 @@ def hungarian_solver() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """scipy's ``linear_sum_assignment``, loaded on first use (the AP alone needs no scipy).
 
     ``import scipy.optimize`` loads the whole package, hundreds of modules, about a sixth of the time of a
-    tracking evaluation; in the SciPy versions where the solver is a compiled module of its own
-    (``scipy/optimize/_lsap``, which needs nothing but NumPy), only that module is loaded; otherwise, or if
-    that fails, the package.
+    tracking evaluation. The solver is a compiled module of its own (``scipy/optimize/_lsap``, needing nothing
+    but NumPy, in every SciPy cico allows), so only that module is loaded; if that ever fails, the package is
+    imported.
     """
     import scipy
 

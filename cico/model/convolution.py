@@ -163,6 +163,8 @@ class ClipConv3d(nn.Module):
         for x in xs:
             if x.shape[0] % frames:
                 raise ValueError(f"{x.shape[0]} frames is not a whole number of {frames}-frame clips")
+            if x.shape[0] != xs[0].shape[0]:
+                raise ValueError(f"inputs of {xs[0].shape[0]} and {x.shape[0]} frames: the levels must share B·T")
         if not xs:
             return []
         implementation = self.resolve_implementation(xs[0])
