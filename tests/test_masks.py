@@ -47,6 +47,8 @@ def test_crop_zeroes_outside_and_keeps_values_inside():
     assert torch.equal(out[0, :, :3, :4], m[0, :, :3, :4])
     assert out[0, :, 3:].eq(0).all() and out[0, :, :, 4:].eq(0).all()
     assert out[1, :, :3].eq(0).all() and torch.equal(out[1, :, 3:, 4:], m[1, :, 3:, 4:])
+    in_place = crop_masks(m, boxes, inplace=True)
+    assert in_place is m and torch.equal(m, out)
 
 
 def test_enlarge_boxes_scales_about_the_centre_and_clamps_only_when_asked():

@@ -197,7 +197,7 @@ def _detect_clip(
     )
     h, w = masks.shape[-2:]
     binary = masks > 0.5
-    area = binary.sum(dim=(-1, -2))  # [n, T]
+    area = _pixel_counts(binary)  # [n, T]
     box_wh = center_size(cand.boxes)[..., 2:]
     cover = area.to(masks.dtype) / (h * w) / (box_wh[..., 0] * box_wh[..., 1])
     keep = torch.nonzero(
@@ -212,6 +212,14 @@ def _detect_clip(
     order = scores.sort(descending=True, stable=True).indices
     index, labels = index[order], labels[order]
     return cand[index].replace(labels=labels + 1, scores=scores[order], masks=masks[keep[index]])
+
+
+def _pixel_counts(binary: Tensor, chunk: int = 32) -> Tensor:
+    """``[n, T]`` int64 pixel counts of ``binary [n, T, h, w]``, a few candidates at a time: a boolean sum
+    first copies its input as int64, 8x the masks' size."""
+    if binary.shape[0] <= chunk:
+        return binary.sum(dim=(-1, -2))
+    return torch.cat([part.sum(dim=(-1, -2)) for part in binary.split(chunk)])
 
 
 def _max_over_higher_ranked(iou: Tensor) -> Tensor:
@@ -261,8 +269,9 @@ def _fast_nms(
     flag = flag_t[:, :, None] & flag_t[:, None, :]  # [T, s, s]
     num_flags = flag.sum(dim=0).clamp(min=1)
     box_iou_f = (frame_iou[:, sub][:, :, sub] * flag).sum(dim=0) / num_flags
-    binary = binary[mask_index[sub]].transpose(0, 1)  # [T, s, h, w]
-    miou_t = mask_iou(binary, binary).to(box_iou_f.dtype)  # [T, s, s]
+    binary = binary[mask_index[sub]]  # [s, T, h, w]
+    # Frame by frame: mask_iou counts pixels in float32, a copy 4x the size of the boolean masks.
+    miou_t = torch.stack([mask_iou(frame, frame) for frame in binary.unbind(1)]).to(box_iou_f.dtype)  # [T, s, s]
     miou = (miou_t * flag).sum(dim=0) / num_flags
     miou[((miou_t > config.coincident_mask_iou) & flag).any(dim=0)] = 1.0
 

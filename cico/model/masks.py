@@ -50,12 +50,13 @@ def _crop_bounds(lo: Tensor, hi: Tensor, size: int, padding: int) -> tuple[Tenso
     return (lo - padding).clamp(min=0), (hi + padding).clamp(max=size)
 
 
-def crop_masks(masks: Tensor, boxes: Tensor, padding: int = 1) -> Tensor:
+def crop_masks(masks: Tensor, boxes: Tensor, padding: int = 1, *, inplace: bool = False) -> Tensor:
     """Zero every pixel of ``masks [n, T, h, w]`` outside its box ``boxes [n, 4]`` (x1y1x2y2).
 
     The box is converted to pixel bounds like the reference's ``crop``: coordinates are clamped to
     [0, 1], multiplied by ``w`` (``h``), floored, ordered, then ``x1 -= padding`` (>= 0) and
     ``x2 += padding`` (<= w); pixels with ``x1 <= col < x2`` and ``y1 <= row < y2`` are kept.
+    With ``inplace`` the pixels are zeroed in ``masks`` itself (no copy; not for tensors autograd needs).
     """
     h, w = masks.shape[-2:]
     x1, x2 = _crop_bounds(boxes[:, 0], boxes[:, 2], w, padding)
@@ -65,7 +66,7 @@ def crop_masks(masks: Tensor, boxes: Tensor, padding: int = 1) -> Tensor:
     keep_x = (cols >= x1[:, None]) & (cols < x2[:, None])  # [n, w]
     keep_y = (rows >= y1[:, None]) & (rows < y2[:, None])  # [n, h]
     keep = keep_y[:, None, :, None] & keep_x[:, None, None, :]  # [n, 1, h, w]
-    return masks * keep.to(masks.dtype)
+    return masks.masked_fill_(~keep, 0) if inplace else masks * keep.to(masks.dtype)
 
 
 def gaussian_rel_coords(boxes: Tensor, h: int, w: int) -> Tensor:
@@ -98,7 +99,8 @@ def yolact_masks(proto: Tensor, coeff: Tensor) -> Tensor:
     """
     h, w, t, d = proto.shape
     frames = proto.permute(2, 0, 1, 3).reshape(t * h * w, d)
-    return torch.sigmoid(coeff @ frames.t()).reshape(-1, t, h, w)
+    # In place on the fresh product (mm does not save its output): one mask-sized tensor, not two.
+    return (coeff @ frames.t()).sigmoid_().reshape(-1, t, h, w)
 
 
 def _condinst_logits(feats: Tensor, gauss: Tensor, params: Tensor, clip_frames: int) -> Tensor:
@@ -178,7 +180,9 @@ def clip_masks(
         masks = condinst_masks(proto, coeff, boxes_cir)
     else:
         raise ValueError(f"unknown mask head {kind!r}; expected 'yolact' or 'condinst'")
-    return crop_masks(masks, enlarge_boxes(boxes_cir, crop_factor, min_size))
+    # The masks are this function's own: crop them in place unless autograd needs them (sigmoid saves them).
+    inplace = not (torch.is_grad_enabled() and masks.requires_grad)
+    return crop_masks(masks, enlarge_boxes(boxes_cir, crop_factor, min_size), inplace=inplace)
 
 
 def mask_iou(masks_a: Tensor, masks_b: Tensor) -> Tensor:
