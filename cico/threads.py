@@ -1,4 +1,5 @@
-"""CPU thread policy: how many threads the network uses and how long idle threads spin before sleeping.
+"""CPU runtime policy: how many threads the network uses, how long idle threads spin before sleeping, and whether
+torch's allocator asks for huge pages.
 
 OpenMP worker threads (torch's intra-op pool, oneDNN) spin-wait between parallel regions. On an idle machine
 that saves the wake-up latency; on a busy one a spinning thread burns the time slice another process (or a
@@ -8,11 +9,17 @@ policy here spins briefly (``GOMP_SPINCOUNT``), long enough to bridge the gap be
 short enough that a thread gives its core up when there is nothing to do; ONNX Runtime's pool gets the same
 thread count and its spinning follows the same choice.
 
+Tensors of 2 MB and more are allocated on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, torch's switch,
+recommended by its CPU tuning guide): a clip's activations are hundreds of such tensors, and with huge pages they
+fault in with a 512th of the page faults and leave the heap less fragmented, so a whole video peaks lower. The
+kernel must allow it (``/sys/kernel/mm/transparent_hugepage/enabled`` ``always`` or ``madvise``); elsewhere the
+switch does nothing.
+
 :func:`configure` is called at start-up by the command line, :func:`cico.load` and the trainer (DataLoader
 workers inherit the environment and :func:`configure_worker` keeps them at one thread). Whatever the user set
-wins: ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the environment are never touched, and
-once torch is imported (the user may have called ``torch.set_num_threads``) only ONNX Runtime sessions follow
-the policy.
+wins: ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``THP_MEM_ALLOC_ENABLE`` in the environment are
+never touched, and once torch is imported (the user may have called ``torch.set_num_threads``; torch reads the
+huge-page switch at its first allocation) only ONNX Runtime sessions follow the policy.
 """
 from __future__ import annotations
 
@@ -28,23 +35,26 @@ threads than cores)."""
 
 @dataclass(frozen=True)
 class ThreadPolicy:
-    """Threads and spinning of the CPU compute pools.
+    """Threads and spinning of the CPU compute pools, and torch's huge-page allocation.
 
     Attributes:
         threads: intra-op threads (``None``: the runtime's default, one per available core).
         spincount: OpenMP busy-wait iterations before sleeping (``None``: the runtime's default, 0: sleep at once).
+        huge_pages: torch allocates tensors of 2 MB and more on transparent huge pages (``THP_MEM_ALLOC_ENABLE``).
     """
 
     threads: int | None = None
     spincount: int | None = DEFAULT_SPINCOUNT
+    huge_pages: bool = True
 
     def environment(self) -> dict[str, str]:
-        """The OpenMP variables this policy sets (before the OpenMP runtime loads)."""
+        """The variables this policy sets (before torch and its OpenMP runtime load)."""
         env = {}
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = str(self.threads)
         if self.spincount is not None:
             env["GOMP_SPINCOUNT"] = str(self.spincount)
+        env["THP_MEM_ALLOC_ENABLE"] = "1" if self.huge_pages else "0"
         return env
 
     def apply_onnxruntime(self, options: Any) -> None:
@@ -73,7 +83,8 @@ def current_policy() -> ThreadPolicy:
         spincount = None
     else:
         spincount = _int(os.environ.get("GOMP_SPINCOUNT"), DEFAULT_SPINCOUNT)
-    return ThreadPolicy(_int(threads, None), spincount)
+    huge_pages = os.environ.get("THP_MEM_ALLOC_ENABLE", "1").strip() == "1"
+    return ThreadPolicy(_int(threads, None), spincount, huge_pages)
 
 
 def configure(policy: ThreadPolicy | None = None) -> bool:

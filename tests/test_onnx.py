@@ -111,8 +111,10 @@ def test_wrong_files_are_one_line(exported, tmp_path: Path, capsys):
 
 def test_thread_policy_leaves_the_user_environment_alone(tmp_path: Path):
     script = ("import os, cico.threads as t; ok = t.configure(); import torch; "
-              "print(ok, os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+              "print(ok, os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads(), "
+              "os.environ.get('THP_MEM_ALLOC_ENABLE'), t.current_policy().huge_pages)")
+    ours = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "THP_MEM_ALLOC_ENABLE")
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     env["PYTHONPATH"] = str(REPO)
 
     def run(**extra: str) -> list[str]:
@@ -120,6 +122,8 @@ def test_thread_policy_leaves_the_user_environment_alone(tmp_path: Path):
                               check=True)
         return done.stdout.split()
 
-    assert run()[:3] == ["True", "1000", "None"]
-    assert run(GOMP_SPINCOUNT="7", OMP_NUM_THREADS="1") == ["True", "7", "1", "1"]
+    default = run()
+    assert default[:3] == ["True", "1000", "None"] and default[4:] == ["1", "True"]
+    user = run(GOMP_SPINCOUNT="7", OMP_NUM_THREADS="1", THP_MEM_ALLOC_ENABLE="0")
+    assert user == ["True", "7", "1", "1", "0", "False"]
     assert run(OMP_WAIT_POLICY="PASSIVE")[1] == "None"
