@@ -10,8 +10,8 @@ short enough that a thread gives its core up when there is nothing to do; ONNX R
 thread count and its spinning follows the same choice.
 
 Tensors of 2 MB and more are allocated on transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, torch's switch,
-recommended by its CPU tuning guide): a clip's activations are hundreds of such tensors, and with huge pages they
-fault in with a 512th of the page faults and leave the heap less fragmented, so a whole video peaks lower. The
+recommended by its CPU tuning guide): a clip's activations are hundreds of such tensors, a huge page faults in
+2 MB at once, and a whole video's peak memory is lower with it at the same speed (measured in the README). The
 kernel must allow it (``/sys/kernel/mm/transparent_hugepage/enabled`` ``always`` or ``madvise``); elsewhere the
 switch does nothing.
 
