@@ -49,7 +49,8 @@ def test_clip_conv3d_equals_conv3d(frames: int, implementation: str) -> None:
 
 @pytest.mark.parametrize("implementation", ["taps", "winograd", "conv3d"])
 def test_clip_conv3d_levels_in_one_call(implementation: str) -> None:
-    # A head tower's 3D conv takes every FPN level at once; each level's output is that of a call of its own.
+    # A head tower's 3D conv takes every FPN level at once; each level's output is that of a call of its own (to
+    # float rounding: Winograd's matrix products differ in size, and both are about 5e-6 off in float32).
     torch.manual_seed(0)
     conv = ClipConv3d(6, 5, 3)
     conv.implementation = implementation
@@ -57,7 +58,7 @@ def test_clip_conv3d_levels_in_one_call(implementation: str) -> None:
     with torch.no_grad():
         together = conv.forward_levels(levels)
         for x, y in zip(levels, together):
-            torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(y, conv(x), rtol=1e-5, atol=1e-5)
             ref = F.conv3d(x.unflatten(0, (2, 3)).transpose(1, 2), conv.weight, conv.bias, padding=1)
             torch.testing.assert_close(y, ref.transpose(1, 2).flatten(0, 1), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="3-frame clips"):

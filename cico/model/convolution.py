@@ -13,7 +13,9 @@ builds the cube, and computes it in one of three ways (``implementation``):
   The kernels are transformed at each call (one matrix product), not kept: a kept copy would be 4× the weights
   (36 instead of 9 values per kernel), about 300 MB for the R50 presets' eleven 3D convs;
   :meth:`ClipConv3d.forward_levels` runs several inputs (the FPN levels a head tower shares) through the same
-  matrix products, with one transform.
+  matrix products: their tiles are gathered into one tensor and transformed together, and the outputs are
+  transformed back together. The centre tap's products are the accumulator: the other taps add theirs in
+  place (``baddbmm_`` on the frames they reach), so no tensor of the tile products is made per tap.
 * ``"taps"``: per temporal tap a 2D convolution (the centre tap over all frames, each other tap only over the
   frames whose neighbour exists), added to the shifted output frames; 7 instead of 9 frame-convolutions
   for ``T = 3``.
@@ -74,26 +76,43 @@ def winograd_kernels(weight: Tensor) -> Tensor:
     return torch.matmul(_kernel_transform(weight.device, weight.dtype), flat).view(taps, 36, in_channels, out_channels)
 
 
-def winograd_tiles(x: Tensor) -> tuple[Tensor, int, int]:
-    """Input tiles of ``x [N, C, H, W]`` (zero padding 1), transformed: ``[36, N·th·tw, C]``, ``th``, ``tw``."""
-    n, c, h, w = x.shape
-    th, tw = -(-h // _TILE), -(-w // _TILE)
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, _TILE * tw + 1 - w, 1, _TILE * th + 1 - h))
-    tiles = padded.unfold(1, _TILE + 2, _TILE).unfold(2, _TILE + 2, _TILE)  # [N, th, tw, C, 6, 6]
-    tiles = tiles.permute(4, 5, 0, 1, 2, 3).reshape(36, -1)
-    b, _ = _tile_transforms(x.device, x.dtype)
-    return (b @ tiles).view(36, n * th * tw, c), th, tw
+def winograd_tiles(xs: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Input tiles of inputs ``[N, C, h_l, w_l]`` (the same ``N`` and ``C``; zero padding 1), gathered into one
+    tensor and transformed with one matrix product: ``[36, N, P, C]``, the ``P = Σ th_l·tw_l`` tiles of the
+    inputs in order, and each input's tile grid ``(th_l, tw_l)``."""
+    n, c = xs[0].shape[:2]
+    grids = [(-(-x.shape[-2] // _TILE), -(-x.shape[-1] // _TILE)) for x in xs]
+    side = _TILE + 2
+    raw = xs[0].new_empty(side, side, n, sum(th * tw for th, tw in grids), c)
+    start = 0
+    for x, (th, tw) in zip(xs, grids):
+        h, w = x.shape[-2:]
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, _TILE * tw + 1 - w, 1, _TILE * th + 1 - h))
+        tiles = padded.unfold(1, side, _TILE).unfold(2, side, _TILE)  # [N, th, tw, C, 6, 6]
+        raw[:, :, :, start:start + th * tw].view(side, side, n, th, tw, c).copy_(tiles.permute(4, 5, 0, 1, 2, 3))
+        start += th * tw
+    b, _ = _tile_transforms(raw.device, raw.dtype)
+    return (b @ raw.view(side * side, -1)).view(side * side, n, start, c), grids
 
 
-def winograd_untile(m: Tensor, n: int, th: int, tw: int, h: int, w: int, bias: Tensor | None = None) -> Tensor:
-    """Products ``m [36, N·th·tw, K]`` back to the output ``[N, K, H, W]`` (channels_last memory), plus ``bias [K]``."""
+def winograd_untile(m: Tensor, grids: Sequence[tuple[int, int]], sizes: Sequence[tuple[int, int]],
+                    bias: Tensor | None = None) -> list[Tensor]:
+    """Products ``m [36, N, P, K]`` (the tiles of several outputs in order, as from :func:`winograd_tiles`) back
+    to the outputs ``[N, K, h_l, w_l]`` (channels_last memory) of tile grids ``grids`` and sizes ``sizes``, plus
+    ``bias [K]``."""
+    _, n, _, k = m.shape
     _, a = _tile_transforms(m.device, m.dtype)
-    y = a @ m.reshape(36, -1)  # [16, N·th·tw·K]
+    y = a @ m.reshape(36, -1)  # [16, N·P·K], all outputs in one product
     if bias is not None:
-        y = y.view(-1, bias.shape[0]).add_(bias)  # before the layout copy: one pass less
-    y = y.view(_TILE, _TILE, n, th, tw, -1)
-    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, _TILE * th, _TILE * tw, -1)[:, :h, :w]
-    return y.permute(0, 3, 1, 2)
+        y = y.view(-1, k).add_(bias)  # before the layout copy: one pass less
+    y = y.view(_TILE, _TILE, n, -1, k)
+    outputs, start = [], 0
+    for (th, tw), (h, w) in zip(grids, sizes):
+        level = y[:, :, :, start:start + th * tw].unflatten(3, (th, tw))  # [4, 4, N, th, tw, K]
+        level = level.permute(2, 3, 0, 4, 1, 5).reshape(n, _TILE * th, _TILE * tw, k)[:, :h, :w]
+        outputs.append(level.permute(0, 3, 1, 2))
+        start += th * tw
+    return outputs
 
 
 class ClipConv3d(nn.Module):
@@ -194,22 +213,14 @@ class ClipConv3d(nn.Module):
     def _forward_winograd(self, xs: Sequence[Tensor]) -> list[Tensor]:
         frames, centre = self.clip_frames, self.kernel_size // 2
         kernels = winograd_kernels(self.weight)  # [k, 36, in, out]
-        tiled = [winograd_tiles(x) for x in xs]  # ([36, B·T·P_l, in], th_l, tw_l)
-        grids = [(th, tw) for _, th, tw in tiled]
-        counts = [th * tw for th, tw in grids]
-        parts = [t.unflatten(1, (-1, frames, p)) for (t, _, _), p in zip(tiled, counts)]  # [36, B, T, P_l, in]
-        clips = parts[0] if len(parts) == 1 else torch.cat(parts, dim=3)
-        del tiled, parts
-        tiles, total = clips.flatten(1, 3), sum(counts)
-        products = torch.bmm(tiles, kernels[centre])
-        out = products.unflatten(1, (-1, frames, total))  # [36, B, T, P, out]
+        tiles, grids = winograd_tiles(xs)  # [36, B·T, P, in]
+        clips = tiles.unflatten(1, (-1, frames))  # [36, B, T, P, in]
+        out = torch.bmm(tiles.flatten(1, 2), kernels[centre]).view(36, *clips.shape[1:4], -1)  # [36, B, T, P, out]
         for tap, dst, src, count in self._temporal_taps():
             if tap != centre:
-                part = torch.bmm(clips[:, :, src:src + count].flatten(1, 3), kernels[tap])
-                out[:, :, dst:dst + count] += part.unflatten(1, (-1, count, total))
+                for b in range(clips.shape[1]):  # the frame slice of one clip is a view: accumulate in place
+                    out[:, b, dst:dst + count].flatten(1, 2).baddbmm_(
+                        clips[:, b, src:src + count].flatten(1, 2), kernels[tap])
         del tiles, clips
-        ys = []
-        for x, level, (th, tw) in zip(xs, out.split(counts, dim=3), grids):
-            ys.append(winograd_untile(level.reshape(36, -1, level.shape[-1]), x.shape[0], th, tw, x.shape[-2],
-                                      x.shape[-1], self.bias))
-        return ys
+        return winograd_untile(out.view(36, out.shape[1] * frames, *out.shape[3:]), grids,
+                               [(x.shape[-2], x.shape[-1]) for x in xs], self.bias)
