@@ -46,10 +46,9 @@ import torch  # noqa: E402
 
 from cico.cli import main as cico_main  # noqa: E402
 from cico.data.sources import open_source  # noqa: E402
-from cico.inference.onnx_runtime import OnnxClipNetwork  # noqa: E402
+from cico.inference.onnx_runtime import OnnxClipNetwork, load_network  # noqa: E402
 from cico.inference.predictor import VideoPredictor  # noqa: E402
 from cico.model.box_coder import tube_iou  # noqa: E402
-from cico.model.checkpoint import load_model  # noqa: E402
 from cico.model.convolution import ClipConv3d  # noqa: E402
 
 SHARED = Path(os.environ.get("CICO_SHARED_DIR", REPO.parent / "shared"))
@@ -110,7 +109,7 @@ def onnx_of(model: str, work: Path, int8: bool) -> Path:
 def predictor_of(model: str, path: str, work: Path) -> VideoPredictor:
     if path.startswith("ort_"):
         return VideoPredictor(OnnxClipNetwork(onnx_of(model, work, path == "ort_int8")))
-    network = load_model(weights_of(model, work))
+    network = load_network(weights_of(model, work))  # as cico predict loads it
     if path == "torch_fp32_taps":
         for module in network.modules():
             if isinstance(module, ClipConv3d):

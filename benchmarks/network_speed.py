@@ -5,11 +5,13 @@ R50-Yolact and R50-CondInst with the golden e2e weights (``e2e_car-shadow/<model
 synthetic recipe whose class bias is tuned for 384×640, so detection sees a realistic 5-13 detections rather
 than the degenerate output of random weights). Float32, eval mode, ``torch.inference_mode``.
 
+cico's strategies run the network as :func:`cico.load` loads it, batch norms folded into the convolutions.
 The 3D convolutions are timed in each strategy (:mod:`cico.model.convolution`), interleaved so that load
 changes on a shared machine hit all alike; reported is the minimum over repeats, as wall-clock seconds and as
 process CPU seconds (the latter hardly moves with other load, since idle OpenMP threads sleep):
 
-* ``reference``: ``F.conv3d`` on the ``[B, C, T, H, W]`` cube, NCHW activations (the reference's computation);
+* ``reference``: ``F.conv3d`` on the ``[B, C, T, H, W]`` cube, NCHW activations, batch norms as layers of their own
+  (the reference's computation);
 * ``conv3d_cl``: ``F.conv3d``, channels_last 2D parts;
 * ``taps_cl``: one 2D conv per temporal tap, skipping the zero-padded taps, channels_last;
 * ``winograd_cl``: Winograd F(4x4, 3x3) per tap, summed in the transformed domain, channels_last
@@ -20,6 +22,7 @@ Prints ONE JSON line. Usage: ``python benchmarks/network_speed.py [--threads 2] 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -94,27 +97,25 @@ def main() -> None:
         state = reference_to_cico(reference_state_dict(read_manifest(e2e / name)))
         model = model_from_state_dict(get_preset(name), state).eval()
         per_frame: dict[str, list[tuple[float, float]]] = {s: [] for s in args.strategies}
-        network = model  # bound once: the timed lambdas below read this model
+        # cico's paths run the network as cico.load loads it (batch norms folded); the reference's keeps them
+        folded = model_from_state_dict(get_preset(name), state).eval().fold_batch_norm()
 
-        def forward_raw(network=network):
-            return network.forward_raw(clip)
-
-        def forward(network=network):
-            return network(clip)
+        def network(strategy: str, model=model, folded=folded) -> CiCo:
+            chosen = model if strategy == "reference" else folded
+            _configure(chosen, strategy)
+            return chosen
 
         with torch.inference_mode():
             for strategy in args.strategies:  # warm-up (oneDNN primitives, Winograd kernels, allocator)
-                _configure(model, strategy)
-                _time(forward_raw, args.warmup)
+                _time(functools.partial(network(strategy).forward_raw, clip), args.warmup)
             for _ in range(args.repeats):
                 for strategy in args.strategies:
-                    _configure(model, strategy)
-                    per_frame[strategy] += [(w / frames_per_clip, c / frames_per_clip)
-                                            for w, c in _time(forward_raw, 1)]
-            _configure(model, DEFAULT)
+                    timed = _time(functools.partial(network(strategy).forward_raw, clip), 1)
+                    per_frame[strategy] += [(w / frames_per_clip, c / frames_per_clip) for w, c in timed]
+            forward = functools.partial(network(DEFAULT), clip)
             _time(forward, args.warmup)
             full = [(w / frames_per_clip, c / frames_per_clip) for w, c in _time(forward, args.repeats)]
-            detections = len(model(clip).detections[0])
+            detections = len(forward().detections[0])
         wall = {s: min(w for w, _ in v) for s, v in per_frame.items()}
         cpu = {s: min(c for _, c in v) for s, v in per_frame.items()}
         entry = {

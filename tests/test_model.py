@@ -9,9 +9,12 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import cico
+from cico.inference.onnx_runtime import load_network
 from cico.model.anchors import AnchorGenerator, make_anchors
 from cico.model.backbone import SwinBackbone
+from cico.model.checkpoint import load_model, save_checkpoint
 from cico.model.convolution import ClipConv3d
+from cico.model.network import CiCo
 from cico.model.protonet import aligned_bilinear
 
 
@@ -165,6 +168,49 @@ def test_frozen_bn_option_loads_trainable_bn_weights(tiny: nn.Module) -> None:
     x = torch.randn(2, 3, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x).head.loc, tiny(x).head.loc, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_fold_batch_norm_keeps_the_function(tiny: nn.Module, frozen_bn: bool, tmp_path) -> None:
+    model = cico.build_model(tiny.config, frozen_bn=frozen_bn)
+    model.load_state_dict(tiny.state_dict())
+    torch.manual_seed(5)
+    for module in model.backbone.modules():  # statistics and affines far from the identity
+        if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.2, 3.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.2)
+    model.eval()
+    clips = torch.randn(2, 3, 3, 64, 96)
+    with torch.no_grad():
+        want = model.forward_raw(clips)
+        assert model.fold_batch_norm() is model and model.batch_norm_folded
+        model.fold_batch_norm()  # twice: a no-op
+        got = model.forward_raw(clips)
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    assert not any(isinstance(m, norms) for m in model.modules())
+    # ResNet-18: the stem, 2 norms in each of 2 blocks in 4 stages, 3 downsamples
+    assert sum(isinstance(m, nn.Identity) for m in model.backbone.modules()) == 1 + 2 * 2 * 4 + 3
+    for name in ("loc", "conf", "centerness", "mask_coeff", "track", "proto"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="folded"):
+        model.train()
+    with pytest.raises(ValueError, match="folded"):
+        save_checkpoint(tmp_path / "folded.pt", model)
+    assert not (tmp_path / "folded.pt").exists()
+
+
+def test_fold_batch_norm_needs_eval_mode(tiny: nn.Module) -> None:
+    with pytest.raises(RuntimeError, match="eval"):
+        cico.build_model(tiny.config).fold_batch_norm()
+
+
+def test_the_inference_loader_folds(tiny: nn.Module, tmp_path) -> None:
+    path = save_checkpoint(tmp_path / "tiny.pt", tiny)
+    network = load_network(path)
+    assert isinstance(network, CiCo) and network.batch_norm_folded and not network.training
+    assert not load_model(path).batch_norm_folded  # the checkpoint reader keeps the trainable network
 
 
 def test_bf16_autocast_and_channels_last(tiny: nn.Module) -> None:

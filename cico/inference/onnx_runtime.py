@@ -149,7 +149,8 @@ def is_onnx(weights: str | Path) -> bool:
 
 def load_network(weights: str | Path, device: str | torch.device = "cpu") -> CiCo | OnnxClipNetwork:
     """The clip network of ``--weights``: ONNX Runtime for a ``.onnx`` export, else the torch network of a cico
-    checkpoint (:func:`cico.model.checkpoint.load_model`), in eval mode on ``device``.
+    checkpoint (:func:`cico.model.checkpoint.load_model`), in eval mode on ``device``, its batch norms folded
+    into the convolutions (:meth:`~cico.model.network.CiCo.fold_batch_norm`).
 
     Raises:
         CicoError: a file that is neither (one line naming it).
@@ -158,7 +159,7 @@ def load_network(weights: str | Path, device: str | torch.device = "cpu") -> CiC
         return OnnxClipNetwork(weights, device)
     from ..model.checkpoint import load_model
 
-    return load_model(weights, device)
+    return load_model(weights, device).fold_batch_norm()
 
 
 def max_differences(model: CiCo, network: OnnxClipNetwork, clips: Tensor) -> dict[str, tuple[float, float]]:

@@ -79,7 +79,9 @@ class VideoPredictor:
 
     Args:
         model: the network (its config gives ``T``, the mask head, the test size and normalisation): a torch
-            :class:`CiCo` or an ONNX export run by ONNX Runtime (:class:`OnnxClipNetwork`).
+            :class:`CiCo` or an ONNX export run by ONNX Runtime (:class:`OnnxClipNetwork`). It is used as it is:
+            :func:`load` folds a checkpoint's batch norms (:meth:`CiCo.fold_batch_norm`), a model passed here
+            keeps them unless you fold them.
         overlap: frames shared by consecutive clips (the reference evaluates with 1).
         batch_clips: clips per network forward (useful on GPU; linking stays sequential).
         amp: ``"bf16"`` or ``"fp16"`` autocast for the network forward, or ``None`` (float32).

@@ -3,6 +3,7 @@
 * :class:`ResNetBackbone`: torchvision's ResNet-18/50/101 body (stem + 4 stages, no pooling head) with
   trainable ``BatchNorm2d`` as in the reference, or ``FrozenBatchNorm2d`` on request. Module names follow
   the reference (``conv1``, ``bn1``, ``layer.{0..3}``) so its state dicts load unchanged.
+  :meth:`ResNetBackbone.conv_norm_pairs` names its ``conv -> norm`` pairs (for inference folding).
 * :class:`SwinBackbone`: Swin-T built from timm's blocks with the reference's settings (the mmdet
   detection Swin: embed 96, depths [2, 2, 6, 2], heads [3, 6, 12, 24], window 7, qkv bias, patch norm,
   drop-path linspace(0, 0.2), per-stage output LayerNorms ``norm0..norm3``) and any input size.
@@ -70,6 +71,17 @@ class ResNetBackbone(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def conv_norm_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """``(parent, conv name, norm name)`` of every convolution followed by a batch norm."""
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
+        for stage in self.layer:
+            for block in stage.children():
+                pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
+                downsample = getattr(block, "downsample", None)
+                if isinstance(downsample, nn.Sequential):
+                    pairs.append((downsample, "0", "1"))
+        return pairs
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``x [N, 3, H, W]`` -> ``[C3 [N, c3, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]``."""

@@ -41,6 +41,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig | No
     dict with ``extra`` entries added (e.g. ``optimizer=..., epoch=...``).
     """
     path = Path(path)
+    if getattr(model, "batch_norm_folded", False):
+        raise ValueError("the model's batch norms are folded (an inference network): save the unfolded model")
     if config is None:
         if not isinstance(model.config, ModelConfig):
             raise ValueError("the model has no ModelConfig: pass config=")

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .anchors import AnchorGenerator
-from .backbone import build_backbone
+from .backbone import ResNetBackbone, build_backbone
 from .config import ModelConfig, get_preset, with_overrides
 from .detect import detect
 from .fpn import FPN
@@ -36,6 +37,7 @@ class CiCo(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.batch_norm_folded = False  # see fold_batch_norm
         self.backbone = build_backbone(config)
         self.fpn = FPN(self.backbone.out_channels, config.fpn_channels)
         self.protonet = ClipProtoNet(config.fpn_channels, config.proto_channels, config.mask_dim,
@@ -62,6 +64,39 @@ class CiCo(nn.Module):
                 module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
         self.memory_format = memory_format
         return self
+
+    def fold_batch_norm(self) -> CiCo:
+        """Fold every batch norm (the ResNet backbone's and the mask head's) into the convolution before it, for
+        inference; returns ``self``.
+
+        Each ``conv -> norm`` pair becomes one convolution with weight ``w·γ/√(σ²+ε)`` and bias
+        ``β − μ·γ/√(σ²+ε)`` (:func:`torch.nn.utils.fusion.fuse_conv_bn_weights`), and the norm an
+        ``nn.Identity``: the eval-mode function (to float rounding) without the norms' passes over the feature
+        maps. :func:`cico.load` and ``cico predict`` do this. Irreversible: the norms' statistics are gone, so
+        the network can no longer be trained (``.train()`` raises) or saved as a checkpoint. Eval mode only;
+        folding twice is a no-op.
+        """
+        if self.training:
+            raise RuntimeError("batch norms fold only in eval mode (call .eval() first)")
+        if self.batch_norm_folded:
+            return self
+        pairs = self.protonet.conv_norm_pairs()
+        if isinstance(self.backbone, ResNetBackbone):
+            pairs = self.backbone.conv_norm_pairs() + pairs
+        for parent, conv_name, norm_name in pairs:
+            conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
+                                                          norm.running_var, norm.eps, norm.weight, norm.bias)
+            parent.add_module(norm_name, nn.Identity())
+        self.batch_norm_folded = True
+        return self
+
+    def train(self, mode: bool = True) -> CiCo:
+        """``nn.Module.train``, refused once the batch norms are folded (their statistics are gone)."""
+        if mode and self.batch_norm_folded:
+            raise RuntimeError("this network's batch norms are folded into its convolutions (inference only): "
+                               "load the checkpoint again to train it")
+        return super().train(mode)
 
     def forward(self, clips: Tensor) -> CiCoOutputs:
         """Run ``clips [B, T, 3, H, W]`` (normalised, zero-padded to multiples of 32).

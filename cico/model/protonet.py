@@ -65,6 +65,12 @@ class ClipProtoNet(nn.Module):
         self.proto_conv = nn.Sequential(*_conv_bn_relu(nn.Conv2d(channels, channels, 3, padding=1), channels),
                                         nn.Conv2d(channels, mask_dim, 1))
 
+    def conv_norm_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """``(parent, conv name, norm name)`` of every convolution followed by a batch norm."""
+        blocks = [*self.mask_refine, self.proto_net, self.proto_conv]
+        return [(block, str(i - 1), str(i)) for block in blocks for i, layer in enumerate(block)
+                if i > 0 and isinstance(layer, nn.BatchNorm2d)]
+
     def forward(self, features: list[Tensor]) -> Tensor:
         """``features``: P3, P4, P5 ``[B·T, F, h_l, w_l]`` (stride 8, 16, 32) -> ``proto [B, h4, w4, T, D']``."""
         x = self.mask_refine[0](features[0])
