@@ -9,6 +9,7 @@ output folder by the process that wrote them.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -94,7 +95,9 @@ def held_out_evaluator(env: Distributed | None = None) -> Evaluator:
     env = env or Distributed.from_env()
 
     def run(model: CiCo, request: EvalRequest) -> dict[str, float] | None:
-        predictor = VideoPredictor(model, overlap=request.overlap)
+        # a folded copy: the network as cico eval loads the checkpoint, so that both write the same results
+        network = copy.deepcopy(model).eval().fold_batch_norm()
+        predictor = VideoPredictor(network, overlap=request.overlap)
         videos = dataset_videos(request.annotations, request.frames_dir)
         with torch.no_grad():
             summary = predict_sharded(predictor, videos, request.out_dir, env,
