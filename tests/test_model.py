@@ -201,9 +201,15 @@ def test_fold_batch_norm_keeps_the_function(tiny: nn.Module, frozen_bn: bool, tm
     assert not (tmp_path / "folded.pt").exists()
 
 
-def test_fold_batch_norm_needs_eval_mode(tiny: nn.Module) -> None:
+def test_fold_batch_norm_needs_eval_mode_and_a_folded_copy_leaves_the_network_trainable(tiny: nn.Module) -> None:
+    training = cico.build_model(tiny.config)
     with pytest.raises(RuntimeError, match="eval"):
-        cico.build_model(tiny.config).fold_batch_norm()
+        training.fold_batch_norm()
+    copy = training.folded_copy()
+    assert copy.batch_norm_folded and not copy.training
+    assert training.training and not training.batch_norm_folded
+    assert any(isinstance(m, nn.BatchNorm2d) for m in training.modules())
+    training.train()  # still allowed
 
 
 def test_the_inference_loader_folds(tiny: nn.Module, tmp_path) -> None:

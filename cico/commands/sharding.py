@@ -9,7 +9,6 @@ output folder by the process that wrote them.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -96,7 +95,7 @@ def held_out_evaluator(env: Distributed | None = None) -> Evaluator:
 
     def run(model: CiCo, request: EvalRequest) -> dict[str, float] | None:
         # a folded copy: the network as cico eval loads the checkpoint, so that both write the same results
-        network = copy.deepcopy(model).eval().fold_batch_norm()
+        network = model.folded_copy()
         predictor = VideoPredictor(network, overlap=request.overlap)
         videos = dataset_videos(request.annotations, request.frames_dir)
         with torch.no_grad():

@@ -11,6 +11,7 @@ dicts load after a prefix rename (:mod:`cico.model.checkpoint`).
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -72,9 +73,10 @@ class CiCo(nn.Module):
         Each ``conv -> norm`` pair becomes one convolution with weight ``w·γ/√(σ²+ε)`` and bias
         ``β − μ·γ/√(σ²+ε)`` (:func:`torch.nn.utils.fusion.fuse_conv_bn_weights`), and the norm an
         ``nn.Identity``: the eval-mode function (to float rounding) without the norms' passes over the feature
-        maps. :func:`cico.load` and ``cico predict`` do this. Irreversible: the norms' statistics are gone, so
-        the network can no longer be trained (``.train()`` raises) or saved as a checkpoint. Eval mode only;
-        folding twice is a no-op.
+        maps. The inference loader does this (:func:`cico.load`, ``cico predict``, ``cico eval``,
+        ``cico benchmark``), and the trainer's evaluation folds a copy. Irreversible: the norms' statistics are
+        gone, so the network can no longer be trained (``.train()`` raises) or saved as a checkpoint. Eval mode
+        only; folding twice is a no-op.
         """
         if self.training:
             raise RuntimeError("batch norms fold only in eval mode (call .eval() first)")
@@ -90,6 +92,11 @@ class CiCo(nn.Module):
             parent.add_module(norm_name, nn.Identity())
         self.batch_norm_folded = True
         return self
+
+    def folded_copy(self) -> CiCo:
+        """An eval-mode copy of the network with its batch norms folded (:meth:`fold_batch_norm`), for
+        inference beside a network that must stay trainable; ``self`` is left as it is."""
+        return copy.deepcopy(self).eval().fold_batch_norm()
 
     def train(self, mode: bool = True) -> CiCo:
         """``nn.Module.train``, refused once the batch norms are folded (their statistics are gone)."""
