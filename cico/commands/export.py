@@ -77,8 +77,9 @@ def _export_onnx(model, args: argparse.Namespace, size: tuple[int, int], clips: 
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
-        raise CicoError("ONNX export needs onnx and onnxruntime: pip install 'cico[onnx]'") from None
+        raise CicoError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cico[onnx]'") from None
     from ..inference.onnx_runtime import OnnxClipNetwork, max_differences
     from ..model.onnx_export import export_onnx
 
