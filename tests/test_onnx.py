@@ -13,9 +13,10 @@ import torch
 
 from cico.cli import main
 from cico.errors import CicoError
-from cico.inference.onnx_runtime import OnnxClipNetwork, feature_sizes
+from cico.inference.onnx_runtime import OnnxClipNetwork, feature_sizes, max_differences
 from cico.model.checkpoint import load_model
 from cico.model.network import build_model
+from cico.model.onnx_export import RawClipNetwork
 from tests.conftest import REPO
 from tests.video_helpers import disc_frames, tiny_checkpoint, write_frames
 
@@ -44,7 +45,9 @@ def test_export_file_checks_and_carries_the_config(exported, capsys):
     assert props["cico.clip_frames"] == "3" and props["cico.version"]
     assert json.loads(props["cico.input"])["shape"] == [1, 3, 3, 64, 96]
     assert [o["name"] for o in json.loads(props["cico.outputs"])] == [o.name for o in model.graph.output]
-    assert not any(node.op_type == "NonMaxSuppression" for node in model.graph.node)
+    ops = {node.op_type for node in model.graph.node}
+    assert "NonMaxSuppression" not in ops and "Conv" in ops
+    assert "BatchNormalization" not in ops  # folded into the convolutions before the export
 
 
 def test_onnx_predict_equals_torch(exported, tmp_path: Path):
@@ -62,6 +65,36 @@ def test_onnx_predict_equals_torch(exported, tmp_path: Path):
         assert ours["category_id"] == theirs["category_id"]
         assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
         assert ours["segmentations"] == theirs["segmentations"]
+
+
+@pytest.mark.slow
+def test_dynamic_size_export_takes_sizes_and_batches_the_fixed_one_refuses(exported, tmp_path: Path):
+    weights, fixed = exported
+    dynamic = tmp_path / "dynamic.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(dynamic), "--dynamic-size"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(dynamic), load_external_data=False).metadata_props}
+    assert json.loads(props["cico.input"])["shape"] == ["batch", 3, 3, "height", "width"]
+    model, network, fixed_network = load_model(weights), OnnxClipNetwork(dynamic), OnnxClipNetwork(fixed)
+    for batch, height, width in ((1, 96, 96), (3, 64, 160), (2, 32, 32)):
+        clips = torch.randn(batch, 3, 3, height, width)
+        with pytest.raises(CicoError, match="re-export"):
+            fixed_network.forward_raw(clips)
+        for name, (difference, scale) in max_differences(model, network, clips).items():
+            assert difference <= 1e-4 * max(1.0, scale), (batch, height, width, name)
+
+
+def test_pt2_export_loads_and_gives_the_network_outputs(exported, tmp_path: Path):
+    weights, _ = exported
+    path = tmp_path / "tiny.pt2"
+    assert main(["export", "--weights", str(weights), "--out", str(path), "--format", "pt2"]) == 0
+    extra = {"cico.json": ""}
+    loaded = torch.export.load(str(path), extra_files=extra).module()
+    model = load_model(weights)
+    assert json.loads(extra["cico.json"])["config"] == model.config.to_dict()
+    clip = torch.randn(1, 3, 3, 64, 96)
+    with torch.no_grad():
+        for ours, theirs in zip(loaded(clip), RawClipNetwork(model)(clip), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
 
 
 def test_host_anchors_match_the_network():
