@@ -71,6 +71,8 @@ class OnnxClipNetwork:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         options = ort.SessionOptions()
         (threads or current_policy()).apply_onnxruntime(options)
+        # without ONNX Runtime's CPU arena a run's buffers go back to the heap: a lower peak at the same speed
+        options.enable_cpu_mem_arena = False
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NotImplemented
 
         try:
