@@ -7,8 +7,9 @@ Models and inputs:
   (480x854) of ``shared/data/davis2016_mini``;
 * ``tiny``: the shipped demo model (``tiny_yolact``, 128x224 input) on the same frames.
 
-Paths: ``torch_fp32`` (float32, the Winograd 3D convolutions: the default), ``torch_fp32_taps`` (float32, exact
-per-tap 3D convolutions), ``torch_bf16`` (bf16 autocast; only where the CPU has native bf16, AVX512-BF16 or AMX),
+Paths: ``torch_fp32`` (float32, the Winograd 3D and head 2D convolutions: the default), ``torch_fp32_taps``
+(float32, exact per-tap 3D and direct 2D convolutions), ``torch_bf16`` (bf16 autocast; only where the CPU has
+native bf16, AVX512-BF16 or AMX),
 ``ort_fp32`` (``cico export`` + ONNX Runtime, CPU provider) and ``ort_int8`` (that export through
 ``onnxruntime.quantization.quantize_dynamic``, int8 weights, activations quantised per run).
 
@@ -49,7 +50,7 @@ from cico.data.sources import open_source  # noqa: E402
 from cico.inference.onnx_runtime import OnnxClipNetwork, load_network  # noqa: E402
 from cico.inference.predictor import VideoPredictor  # noqa: E402
 from cico.model.box_coder import tube_iou  # noqa: E402
-from cico.model.convolution import ClipConv3d  # noqa: E402
+from cico.model.convolution import ClipConv3d, WinogradConv2d  # noqa: E402
 
 SHARED = Path(os.environ.get("CICO_SHARED_DIR", REPO.parent / "shared"))
 GOLDEN = Path(os.environ.get("CICO_GOLDEN_DIR", SHARED / "golden"))
@@ -110,10 +111,12 @@ def predictor_of(model: str, path: str, work: Path) -> VideoPredictor:
     if path.startswith("ort_"):
         return VideoPredictor(OnnxClipNetwork(onnx_of(model, work, path == "ort_int8")))
     network = load_network(weights_of(model, work))  # as cico predict loads it
-    if path == "torch_fp32_taps":
+    if path == "torch_fp32_taps":  # no Winograd anywhere
         for module in network.modules():
             if isinstance(module, ClipConv3d):
                 module.implementation = "taps"
+            elif isinstance(module, WinogradConv2d):
+                module.implementation = "direct"
     return VideoPredictor(network, amp="bf16" if path == "torch_bf16" else None)
 
 

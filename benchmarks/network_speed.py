@@ -10,12 +10,16 @@ The 3D convolutions are timed in each strategy (:mod:`cico.model.convolution`), 
 changes on a shared machine hit all alike; reported is the minimum over repeats, as wall-clock seconds and as
 process CPU seconds (the latter hardly moves with other load, since idle OpenMP threads sleep):
 
-* ``reference``: ``F.conv3d`` on the ``[B, C, T, H, W]`` cube, NCHW activations, batch norms as layers of their own
-  (the reference's computation);
-* ``conv3d_cl``: ``F.conv3d``, channels_last 2D parts;
-* ``taps_cl``: one 2D conv per temporal tap, skipping the zero-padded taps, channels_last;
-* ``winograd_cl``: Winograd F(4x4, 3x3) per tap, summed in the transformed domain, channels_last
-  (cico's default for float32 CPU inference).
+* ``reference``: ``F.conv3d`` on the ``[B, C, T, H, W]`` cube, NCHW activations, direct 2D convolutions, batch
+  norms as layers of their own (the reference's computation);
+* ``conv3d_cl``: ``F.conv3d``, channels_last direct 2D convolutions;
+* ``taps_cl``: one 2D conv per temporal tap, skipping the zero-padded taps, channels_last direct 2D convolutions;
+* ``winograd_cl``: Winograd F(4x4, 3x3) per tap, summed in the transformed domain, and for the heads' and FPN's
+  2D 3×3 convolutions, channels_last (cico's default for float32 CPU inference).
+
+"Network" is ``forward_raw``: every anchor's outputs. "Network + detection" is the eval-mode ``forward`` of the
+default, which runs the box and track branches only around the detection candidates
+(:meth:`cico.model.network.CiCo.forward_raw` with ``candidates_for``), as the predictor does.
 
 Prints ONE JSON line. Usage: ``python benchmarks/network_speed.py [--threads 2] [--repeats 5]``.
 """
@@ -45,23 +49,25 @@ from cico.inference.predictor import clip_inputs  # noqa: E402
 from cico.model.checkpoint import model_from_state_dict  # noqa: E402
 from cico.model.config import get_preset  # noqa: E402
 from cico.model.convert import reference_to_cico  # noqa: E402
-from cico.model.convolution import ClipConv3d  # noqa: E402
+from cico.model.convolution import ClipConv3d, WinogradConv2d  # noqa: E402
 from cico.model.network import CiCo  # noqa: E402
 
-STRATEGIES = {  # name -> (ClipConv3d implementation, memory format)
-    "reference": ("conv3d", torch.contiguous_format),
-    "conv3d_cl": ("conv3d", torch.channels_last),
-    "taps_cl": ("taps", torch.channels_last),
-    "winograd_cl": ("winograd", torch.channels_last),
+STRATEGIES = {  # name -> (ClipConv3d implementation, WinogradConv2d implementation, memory format)
+    "reference": ("conv3d", "direct", torch.contiguous_format),
+    "conv3d_cl": ("conv3d", "direct", torch.channels_last),
+    "taps_cl": ("taps", "direct", torch.channels_last),
+    "winograd_cl": ("winograd", "winograd", torch.channels_last),
 }
 DEFAULT = "winograd_cl"  # what "auto" picks here
 
 
 def _configure(model: CiCo, strategy: str) -> None:
-    implementation, memory_format = STRATEGIES[strategy]
+    implementation_3d, implementation_2d, memory_format = STRATEGIES[strategy]
     for module in model.modules():
         if isinstance(module, ClipConv3d):
-            module.implementation = implementation
+            module.implementation = implementation_3d
+        elif isinstance(module, WinogradConv2d):
+            module.implementation = implementation_2d
     model.set_memory_format(memory_format)
 
 

@@ -25,10 +25,12 @@ builds the cube, and computes it in one of three ways (``implementation``):
 direct convolutions already run at the FMA peak there, so fewer multiplications is the way to go faster),
 and ``"taps"`` otherwise (training, GPUs, reduced precision).
 
-Why only the 3D convolutions: the tile transforms are paid once per frame but shared by the 3 temporal taps,
-which makes Winograd pay off for a 3D layer; for a 2D 3×3 conv the input transform and the memory traffic
-are not shared and outweigh the saved multiplications on most map sizes, so the 2D convs stay plain
-``nn.Conv2d`` (the README reports the measured speeds).
+The same F(4×4, 3×3) computes the 2D 3×3 convolutions of the heads and the FPN (:class:`WinogradConv2d`,
+``"auto"`` picking it under the same conditions): the class tower and final layers of the prediction head,
+the FPN's output layers and the mask head's 2D layers, whose inputs are the FPN width (256 channels in the R50
+presets), wide enough for the matrix products to outweigh the tile transforms (the README reports the
+measured speeds). The backbone keeps torchvision's convolutions: at its 64- and 512-channel widths Winograd
+measured no faster.
 """
 from __future__ import annotations
 
@@ -115,6 +117,58 @@ def winograd_untile(m: Tensor, grids: Sequence[tuple[int, int]], sizes: Sequence
     return outputs
 
 
+def winograd_pays(x: Tensor) -> bool:
+    """Whether ``"auto"`` takes Winograd for input ``x``: float32 inference on CPU without autocast."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu"))
+
+
+class WinogradConv2d(nn.Conv2d):
+    """``nn.Conv2d(in, out, 3, padding=1)`` (the same parameters and state dict) that computes float32 CPU
+    inference with Winograd F(4×4, 3×3): one batched matrix product over the 36 transformed tile positions
+    instead of a direct convolution (see the module docstring); float32 error about 1e-5 relative.
+    ``implementation``: ``"auto"`` (Winograd where :func:`winograd_pays`, else ``nn.Conv2d``), ``"winograd"``
+    or ``"direct"``.
+
+    Args:
+        in_channels, out_channels: channels.
+        bias: add a learnable bias.
+    """
+
+    implementation: str = "auto"
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def resolve_implementation(self, x: Tensor) -> str:
+        """The implementation used for input ``x``: ``implementation``, or what ``"auto"`` picks for it."""
+        if self.implementation != "auto":
+            return self.implementation
+        return "winograd" if winograd_pays(x) else "direct"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [N, in, H, W]`` -> ``[N, out, H, W]``."""
+        return self.forward_levels([x])[0]
+
+    def forward_levels(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        """The convolution of several inputs ``[N, in, h_l, w_l]`` with the same ``N`` (the FPN levels a head
+        tower shares): with Winograd their tiles go through one matrix product per tile position."""
+        if not xs:
+            return []
+        if any(x.shape[0] != xs[0].shape[0] for x in xs):
+            raise ValueError(f"inputs of {[x.shape[0] for x in xs]} images: the levels must share N")
+        implementation = self.resolve_implementation(xs[0])
+        if implementation == "direct":
+            return [super(WinogradConv2d, self).forward(x) for x in xs]
+        if implementation != "winograd":
+            raise ValueError(f"unknown WinogradConv2d implementation {implementation!r}")
+        kernels = winograd_kernels(self.weight.unsqueeze(2))[0]  # [36, in, out]
+        tiles, grids = winograd_tiles(xs)  # [36, N, P, in]
+        products = torch.bmm(tiles.flatten(1, 2), kernels).view(*tiles.shape[:3], -1)
+        del tiles
+        return winograd_untile(products, grids, [(x.shape[-2], x.shape[-1]) for x in xs], self.bias)
+
+
 class ClipConv3d(nn.Module):
     """A ``k×k×k`` convolution (zero padding ``k//2``) over clips of ``T`` frames stored frame-major.
 
@@ -156,9 +210,7 @@ class ClipConv3d(nn.Module):
         """The implementation used for input ``x``: ``implementation``, or what ``"auto"`` picks for it."""
         if self.implementation != "auto":
             return self.implementation
-        fast = (x.device.type == "cpu" and x.dtype == torch.float32 and self.kernel_size == 3
-                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"))
-        return "winograd" if fast else "taps"
+        return "winograd" if self.kernel_size == 3 and winograd_pays(x) else "taps"
 
     def _temporal_taps(self) -> list[tuple[int, int, int, int]]:
         """``(tap, first output frame, first input frame, frames)`` of every tap that reads real frames."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .convolution import WinogradConv2d
+
 
 class FPN(nn.Module):
     """Feature pyramid with ``num_downsample`` extra stride-2 levels.
@@ -27,8 +29,7 @@ class FPN(nn.Module):
     def __init__(self, in_channels: list[int], out_channels: int, num_downsample: int = 2) -> None:
         super().__init__()
         self.lat_layers = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in reversed(in_channels))
-        self.pred_layers = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        self.pred_layers = nn.ModuleList(WinogradConv2d(out_channels, out_channels) for _ in in_channels)
         self.downsample_layers = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_downsample))
         self.out_channels = out_channels

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..fileio import atomic_write
 from .config import ModelConfig
-from .convolution import ClipConv3d
+from .convolution import ClipConv3d, WinogradConv2d
 from .network import CiCo
 
 FORMAT = "cico-onnx"
@@ -131,12 +131,12 @@ class RawClipNetwork(nn.Module):
 
 @contextlib.contextmanager
 def exportable(model: CiCo) -> Iterator[RawClipNetwork]:
-    """``model`` in float32 eval mode on the CPU, wrapped as :class:`RawClipNetwork`, with its 3D convolutions
-    in their ``"taps"`` form while the context lasts."""
+    """``model`` in float32 eval mode on the CPU, wrapped as :class:`RawClipNetwork`, with its convolutions in
+    their plain forms (3D ``"taps"``, 2D ``"direct"``; no Winograd) while the context lasts."""
     model = model.to("cpu", torch.float32).eval()
-    saved = [(m, m.implementation) for m in model.modules() if isinstance(m, ClipConv3d)]
+    saved = [(m, m.implementation) for m in model.modules() if isinstance(m, (ClipConv3d, WinogradConv2d))]
     for module, _ in saved:
-        module.implementation = "taps"
+        module.implementation = "taps" if isinstance(module, ClipConv3d) else "direct"
     try:
         yield RawClipNetwork(model).eval()
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .convolution import ClipConv3d
+from .convolution import ClipConv3d, WinogradConv2d
 
 
 def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
@@ -55,14 +55,14 @@ class ClipProtoNet(nn.Module):
         super().__init__()
         self.clip_frames = clip_frames
         self.mask_refine = nn.ModuleList(
-            nn.Sequential(*_conv_bn_relu(nn.Conv2d(in_channels, in_channels, 3, padding=1), in_channels))
+            nn.Sequential(*_conv_bn_relu(WinogradConv2d(in_channels, in_channels), in_channels))
             for _ in range(num_levels))
         layers: list[nn.Module] = []
         for i in range(num_3d_layers):
             layers += _conv_bn_relu(ClipConv3d(in_channels if i == 0 else channels, channels, clip_frames), channels)
         layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), nn.ReLU(inplace=True)]
         self.proto_net = nn.Sequential(*layers)
-        self.proto_conv = nn.Sequential(*_conv_bn_relu(nn.Conv2d(channels, channels, 3, padding=1), channels),
+        self.proto_conv = nn.Sequential(*_conv_bn_relu(WinogradConv2d(channels, channels), channels),
                                         nn.Conv2d(channels, mask_dim, 1))
 
     def conv_norm_pairs(self) -> list[tuple[nn.Module, str, str]]:
