@@ -45,8 +45,9 @@ def _run(case: Path, runs: dict[Path, dict], tmp: Path) -> dict:
         model.fpn.register_forward_hook(lambda module, args, output: pyramid.extend(output))
         x = torch.from_numpy(read_npz(case / "input.npz")["x"])[None]
         with torch.no_grad():
-            outputs = model(x)
-        head = outputs.head
+            head = model.forward_raw(x)  # every anchor's outputs
+            del pyramid[:]  # the pyramid of the forward below
+            outputs = model(x)  # the detections, the box and track branches run only around the candidates
         ours = {
             "priors": head.priors[None], "prior_levels": head.prior_levels[None].float(), "loc": head.loc,
             "conf_logits": head.conf, "conf_score_max": head.conf.sigmoid().amax(-1),

@@ -2,6 +2,9 @@
 clip-major convention, train/eval outputs, Swin at odd sizes, frozen BN, bf16 autocast + channels_last."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,13 +12,19 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import cico
+from cico.data.synthetic.scene import render_video
+from cico.inference.clips import Clip
 from cico.inference.onnx_runtime import load_network
-from cico.model.anchors import AnchorGenerator, make_anchors
+from cico.inference.predictor import clip_inputs
+from cico.model.anchors import AnchorGenerator, anchor_regions, make_anchors
 from cico.model.backbone import SwinBackbone
 from cico.model.checkpoint import load_model, save_checkpoint
-from cico.model.convolution import ClipConv3d
+from cico.model.convolution import ClipConv3d, WinogradConv2d
+from cico.model.detect import detect
 from cico.model.network import CiCo
 from cico.model.protonet import aligned_bilinear
+
+DEMO_WEIGHTS = Path(cico.__file__).parent / "weights" / "demo_tiny_yolact.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +95,102 @@ def test_clip_conv3d_rejects_partial_clips() -> None:
         ClipConv3d(2, 2, 3)(torch.zeros(4, 2, 5, 5))
 
 
+@pytest.mark.parametrize("implementation", ["winograd", "direct"])
+def test_winograd_conv2d_equals_conv2d(implementation: str) -> None:
+    # every level of one forward_levels call equals nn.Conv2d, partial 4x4 tiles and channels_last included
+    torch.manual_seed(0)
+    conv = WinogradConv2d(6, 5)
+    conv.implementation = implementation
+    ref = nn.Conv2d(6, 5, 3, padding=1).double()
+    ref.load_state_dict(conv.state_dict())
+    levels = [torch.randn(4, 6, h, w).contiguous(memory_format=torch.channels_last)
+              for h, w in [(9, 13), (5, 7), (3, 4), (2, 2), (1, 1)]]
+    with torch.no_grad():
+        for x, y in zip(levels, conv.forward_levels(levels)):
+            torch.testing.assert_close(y, ref(x.double()).float(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(conv(x), y, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must share N"):
+        conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
+
+
+def test_winograd_conv2d_auto_implementation() -> None:
+    conv, x = WinogradConv2d(2, 2), torch.zeros(3, 2, 4, 4)
+    assert conv.resolve_implementation(x) == "direct"  # gradients on: training path
+    with torch.no_grad():
+        assert conv.resolve_implementation(x) == "winograd"
+        assert conv.resolve_implementation(x.double()) == "direct"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv.resolve_implementation(x) == "direct"
+
+
+def test_anchor_regions() -> None:
+    sizes = [(4, 5), (2, 3), (1, 1)]  # 2 anchors per location: 40 + 12 + 2 anchors
+    anchors = torch.tensor([2 * (1 * 5 + 3) + 1, 2 * (2 * 5 + 1), 40 + 2 * (1 * 3 + 2)])
+    assert anchor_regions(anchors, sizes, 2) == [(1, 3, 1, 4), (1, 2, 2, 3), None]
+    assert anchor_regions(anchors[:0], sizes, 2) == [None, None, None]
+
+
+def test_box_track_branches_in_windows_equal_the_whole_maps(tiny: nn.Module) -> None:
+    # The towers run on each window grown by the receptive margin: inside the window the outputs are those of
+    # the whole map (the interior window's crop edges are inside the map), outside they are NaN.
+    torch.manual_seed(3)
+    sizes = [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]
+    features = [torch.randn(6, 64, h, w) for h, w in sizes]
+    regions = [(8, 12, 10, 15), (0, 3, 13, 16), None, (0, 3, 0, 4), None]
+    head = tiny.head
+    assert head.receptive_margin == 3  # tiny_yolact: 2 tower layers + the final layer
+    with torch.no_grad():
+        dense = head.forward_box_track(features)
+        windowed = head.forward_box_track(features, regions)
+    anchors = torch.arange(dense[0].shape[1])
+    inside = torch.zeros(len(anchors), dtype=torch.bool)
+    start = 0
+    for (h, w), region in zip(sizes, regions):
+        cells = torch.arange(h * w).repeat_interleave(3)
+        if region is not None:
+            y0, y1, x0, x1 = region
+            inside[start:start + 3 * h * w] = ((cells // w >= y0) & (cells // w < y1)
+                                               & (cells % w >= x0) & (cells % w < x1))
+        start += 3 * h * w
+    for full, part in zip(dense, windowed):
+        assert not part[:, ~inside].isfinite().any()
+        torch.testing.assert_close(part[:, inside], full[:, inside], rtol=1e-5, atol=1e-5)
+
+
+def test_eval_forward_computes_box_and_track_only_for_candidates() -> None:
+    # CiCo.forward in eval mode finds the detections of the whole outputs, with the box/track branches run only
+    # around the candidates (the shipped model on two synthetic clips); a clip without candidates skips them.
+    model = load_model(DEMO_WEIGHTS)
+    video = render_video(0, seed=5)
+    clips = clip_inputs([Clip(0, [0, 1, 2], list(video.frames[:3]), []),
+                         Clip(1, [2, 3, 4], list(video.frames[2:5]), [])], model.config)[0]
+    with torch.no_grad():
+        dense, out = model.forward_raw(clips), model(clips)
+    sparse = out.head
+    computed = sparse.loc[..., 0].isfinite()
+    assert 0 < int(computed.sum()) < computed.numel() // 2
+    for name in ("loc", "centerness", "mask_coeff", "track"):
+        torch.testing.assert_close(getattr(sparse, name)[computed], getattr(dense, name)[computed],
+                                   rtol=1e-4, atol=1e-4)  # Winograd tiles start elsewhere in a window
+        assert not getattr(sparse, name)[~computed].isfinite().any()
+    torch.testing.assert_close(sparse.conf, dense.conf)
+    torch.testing.assert_close(sparse.proto, dense.proto)
+    theirs = detect(dense, classifier="sigmoid", mask_head="yolact", config=model.config.detect)
+    assert out.detections is not None and [len(d) for d in out.detections] == [len(d) for d in theirs]
+    assert all(len(d) > 0 for d in theirs)
+    for a, b in zip(out.detections, theirs):
+        assert torch.equal(a.labels, b.labels)
+        torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.masks, b.masks, rtol=1e-4, atol=1e-4)
+    nothing = replace(model.config.detect, score_thresh=1.0)
+    with torch.no_grad():
+        none = model.forward_raw(clips, candidates_for=nothing)
+    assert not none.loc.isfinite().any()
+    assert all(len(d) == 0 for d in detect(none, classifier="sigmoid", mask_head="yolact", config=nothing))
+    with pytest.raises(RuntimeError, match="inference"):
+        cico.build_model("tiny_yolact").train().forward_raw(clips[:1], candidates_for=nothing)
+
+
 def test_anchor_order_and_values() -> None:
     priors, levels = make_anchors([(2, 3), (1, 1)], (1.0, 0.5, 2.0))
     assert priors.shape == (3 * (6 + 1), 4) and priors.dtype == torch.float32
@@ -112,8 +217,7 @@ def test_output_shapes_and_layouts(tiny: nn.Module) -> None:
     torch.manual_seed(1)
     clips = torch.randn(2, 3, 3, 64, 96)
     with torch.no_grad():
-        out = tiny(clips)
-    head = out.head
+        out, head = tiny(clips), tiny.forward_raw(clips)
     n = 3 * (8 * 12 + 4 * 6 + 2 * 3 + 1 * 2 + 1 * 1)
     assert head.loc.shape == (6, n, 12) and head.conf.shape == (6, n, 5)
     assert head.centerness.shape == (6, n, 1) and head.mask_coeff.shape == (6, n, 32)
@@ -167,7 +271,7 @@ def test_frozen_bn_option_loads_trainable_bn_weights(tiny: nn.Module) -> None:
     frozen.load_state_dict(tiny.state_dict())
     x = torch.randn(2, 3, 3, 64, 96)
     with torch.no_grad():
-        torch.testing.assert_close(frozen(x).head.loc, tiny(x).head.loc, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(frozen.forward_raw(x).loc, tiny.forward_raw(x).loc, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("frozen_bn", [False, True])
@@ -229,8 +333,7 @@ def test_bf16_autocast_and_channels_last(tiny: nn.Module) -> None:
         model.set_memory_format(torch.channels_last)
         assert model.fpn.pred_layers[0].weight.is_contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(clips)
-    head = out.head
+            out, head = model(clips), model.forward_raw(clips)
     assert head.loc.dtype == torch.bfloat16 and head.priors.dtype == torch.float32
     for name in ("loc", "conf", "centerness", "mask_coeff", "track", "proto"):
         ours, want = getattr(head, name).float(), getattr(ref, name)

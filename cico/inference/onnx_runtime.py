@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import CicoError
 from ..model.anchors import make_anchors
 from ..model.config import ModelConfig
-from ..model.detect import detect
+from ..model.detect import DetectConfig, detect
 from ..model.network import CiCo
 from ..model.onnx_export import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
 from ..model.outputs import CiCoOutputs, HeadOutputs
@@ -97,10 +97,11 @@ class OnnxClipNetwork:
         """Inference is all it does (the ``nn.Module`` call the predictor makes); returns ``self``."""
         return self
 
-    def forward_raw(self, clips: Tensor) -> HeadOutputs:
+    def forward_raw(self, clips: Tensor, candidates_for: DetectConfig | None = None) -> HeadOutputs:
         """``clips [B, T, 3, H, W]`` (normalised, zero-padded) -> :class:`HeadOutputs`, as
         :meth:`cico.model.network.CiCo.forward_raw`; a fixed-batch export runs in chunks of its batch (the last
-        one padded by repeating a clip).
+        one padded by repeating a clip). The exported graph computes every anchor's outputs, so
+        ``candidates_for`` changes nothing.
 
         Raises:
             CicoError: ``T`` or the input size does not match the export.

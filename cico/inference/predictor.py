@@ -200,7 +200,8 @@ class VideoPredictor:
                     else contextlib.nullcontext())
         with torch.inference_mode():
             with autocast:
-                head = self.model.forward_raw(inputs.to(device, non_blocking=True))
+                head = self.model.forward_raw(inputs.to(device, non_blocking=True),
+                                               candidates_for=self.detect_config)
             detections = detect(head, classifier=config.classifier, mask_head=config.mask_head,
                                 config=self.detect_config)
         return [d.float() for d in detections] if self.amp else detections

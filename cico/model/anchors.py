@@ -75,3 +75,22 @@ class AnchorGenerator(nn.Module):
                 self._cache.clear()
             self._cache[key] = make_anchors(sizes, self.aspect_ratios, device=device, dtype=dtype)
         return self._cache[key]
+
+
+def anchor_regions(anchors: Tensor, feature_sizes: list[tuple[int, int]],
+                   num_anchors: int) -> list[tuple[int, int, int, int] | None]:
+    """Per level, the smallest window ``(y0, y1, x0, x1)`` (half-open, in cells) holding the locations of the
+    given anchor indices ``[k]`` (into the ``N`` anchors of ``feature_sizes``, in the order above); ``None`` for
+    a level without any."""
+    regions: list[tuple[int, int, int, int] | None] = []
+    start = 0
+    for h, w in feature_sizes:
+        end = start + h * w * num_anchors
+        cells = (anchors[(anchors >= start) & (anchors < end)] - start) // num_anchors
+        if cells.numel() == 0:
+            regions.append(None)
+        else:
+            ys, xs = cells // w, cells % w
+            regions.append((int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1))
+        start = end
+    return regions

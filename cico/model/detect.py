@@ -114,15 +114,33 @@ def detect(
         )
     # Thresholds sit close to the scores: detect in at least float32, also inside an autocast region.
     with torch.autocast(device_type=outputs.loc.device.type, enabled=False):
-        dtype = torch.promote_types(outputs.loc.dtype, torch.float32)
-        outputs = outputs.to_dtype(dtype)
-        if classifier == "sigmoid":
-            probs = torch.sigmoid(outputs.conf)
-        else:
-            probs = torch.softmax(outputs.conf, dim=-1)[..., 1:]
+        outputs = outputs.to_dtype(torch.promote_types(outputs.loc.dtype, torch.float32))
+        probs = class_probabilities(outputs.conf, classifier)
         return [
             _detect_clip(outputs, probs, b, clip_frames, mask_head, config) for b in range(num_clips)
         ]
+
+
+def class_probabilities(conf: Tensor, classifier: Classifier) -> Tensor:
+    """Class probabilities ``[..., C]`` of logits ``conf`` (the softmax background channel dropped), in at least
+    float32 and outside autocast, as detection scores them."""
+    with torch.autocast(device_type=conf.device.type, enabled=False):
+        conf = conf.to(torch.promote_types(conf.dtype, torch.float32))
+        if classifier == "sigmoid":
+            return torch.sigmoid(conf)
+        return torch.softmax(conf, dim=-1)[..., 1:]
+
+
+def candidate_index(clip_probs: Tensor, clip_frames: int, config: DetectConfig) -> Tensor:
+    """The candidates of one clip: indices ``t·N + n`` into its pooled class probabilities ``[T·N, C]`` whose
+    max probability passes ``score_thresh``, the ``candidate_limit`` most probable if more do."""
+    max_probs = clip_probs.amax(dim=-1)
+    index = torch.nonzero(max_probs > config.score_thresh).flatten()
+    limit = config.candidate_limit(clip_frames)
+    if index.numel() > limit:
+        order = max_probs[index].sort(descending=True, stable=True).indices
+        index = index[order[:limit]]
+    return index
 
 
 def _select_candidates(
@@ -138,12 +156,7 @@ def _select_candidates(
         return x[frames].reshape(clip_frames * num_priors, -1)
 
     clip_probs = pooled(probs)
-    max_probs = clip_probs.amax(dim=-1)
-    index = torch.nonzero(max_probs > config.score_thresh).flatten()
-    limit = config.candidate_limit(clip_frames)
-    if index.numel() > limit:
-        order = max_probs[index].sort(descending=True, stable=True).indices
-        index = index[order[:limit]]
+    index = candidate_index(clip_probs, clip_frames, config)
     anchor = index % num_priors
     boxes = decode_tubes(pooled(outputs.loc)[index], outputs.priors[anchor])
     probs = clip_probs[index]

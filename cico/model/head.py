@@ -17,12 +17,16 @@ Clips stay frame-major ``[B·T, F, h, w]`` throughout (frame ``t`` of clip ``b``
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .convolution import ClipConv3d
+from .convolution import ClipConv3d, WinogradConv2d
+
+Region = tuple[int, int, int, int]
+"""A window ``(y0, y1, x0, x1)`` of a feature map, half-open, in cells."""
 
 
 def _tower(num_layers: int, channels: int, clip_frames: int | None) -> nn.Sequential:
@@ -30,16 +34,16 @@ def _tower(num_layers: int, channels: int, clip_frames: int | None) -> nn.Sequen
     layers: list[nn.Module] = []
     for _ in range(num_layers):
         conv = (ClipConv3d(channels, channels, clip_frames) if clip_frames is not None
-                else nn.Conv2d(channels, channels, 3, padding=1))
+                else WinogradConv2d(channels, channels))
         layers += [conv, nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
 def _tower_levels(tower: nn.Sequential, levels: list[Tensor]) -> list[Tensor]:
-    """``tower`` applied to every level, its 3D convs to all levels in one call
-    (:meth:`~cico.model.convolution.ClipConv3d.forward_levels`)."""
+    """``tower`` applied to every level, its convolutions to all levels in one call (``forward_levels``)."""
     for layer in tower:
-        levels = layer.forward_levels(levels) if isinstance(layer, ClipConv3d) else [layer(x) for x in levels]
+        levels = (layer.forward_levels(levels) if isinstance(layer, (ClipConv3d, WinogradConv2d))
+                  else [layer(x) for x in levels])
     return levels
 
 
@@ -65,8 +69,8 @@ class ClipPredictionHead(nn.Module):
         self.num_logits, self.mask_param_dim, self.track_dim = num_logits, mask_param_dim, track_dim
         self.prior_prob = prior_prob
 
-        def final(channels: int) -> nn.Conv2d:
-            return nn.Conv2d(in_channels, num_anchors * channels, 3, padding=1)
+        def final(channels: int) -> WinogradConv2d:
+            return WinogradConv2d(in_channels, num_anchors * channels)
 
         self.bbox_layer = final(4 * clip_frames)
         self.centerness_layer = final(1)
@@ -93,6 +97,13 @@ class ClipPredictionHead(nn.Module):
         """``[B·T, A·k, h, w]`` (channel ``a·k + j``) -> ``[B·T, h·w·A, k]`` (anchor order y, x, a)."""
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, channels)
 
+    @property
+    def receptive_margin(self) -> int:
+        """How far (in cells) the box, mask and track outputs at a location see: one cell per 3×3 layer on the
+        deeper of the two paths (tower + final layer)."""
+        return max(sum(isinstance(layer, ClipConv3d) for layer in tower)
+                   for tower in (self.bbox_extra, self.track_extra)) + 1
+
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Apply the head to every level ``[B·T, F, h_l, w_l]`` and concatenate the anchors.
 
@@ -100,19 +111,57 @@ class ClipPredictionHead(nn.Module):
             loc ``[B·T, N, 4T]``, conf ``[B·T, N, C or C+1]`` (logits), centerness ``[B·T, N, 1]`` (sigmoid),
             mask_coeff ``[B·T, N, D]`` (tanh), track ``[B·T, N, E]`` (L2-normalised).
         """
-        outputs: list[list[Tensor]] = [[], [], [], [], []]
-        box_xs = _tower_levels(self.bbox_extra, features)
-        track_xs = _tower_levels(self.track_extra, features)
-        for x, box_x, track_x in zip(features, box_xs, track_xs):
-            conf_x = self.conf_extra(x)
-            level = (
-                self._flatten(self.bbox_layer(box_x), 4 * self.clip_frames),
-                self._flatten(self.conf_layer(conf_x), self.num_logits),
-                self._flatten(self.centerness_layer(box_x), 1),
-                self._flatten(self.mask_layer(box_x), self.mask_param_dim),
-                self._flatten(self.track_layer(track_x), self.track_dim),
-            )
-            for out, value in zip(outputs, level):
-                out.append(value)
-        loc, conf, centerness, mask_coeff, track = (torch.cat(out, dim=1) for out in outputs)
-        return loc, conf, centerness.sigmoid(), mask_coeff.tanh(), F.normalize(track, dim=-1)
+        loc, centerness, mask_coeff, track = self.forward_box_track(features)
+        return loc, self.forward_conf(features), centerness, mask_coeff, track
+
+    def forward_conf(self, features: list[Tensor]) -> Tensor:
+        """The class branch alone: conf ``[B·T, N, C or C+1]`` (logits) of every anchor."""
+        logits = self.conf_layer.forward_levels(_tower_levels(self.conf_extra, features))
+        return torch.cat([self._flatten(x, self.num_logits) for x in logits], dim=1)
+
+    def forward_box_track(self, features: list[Tensor], regions: Sequence[Region | None] | None = None
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The box, centerness, mask and track branches: loc ``[B·T, N, 4T]``, centerness ``[B·T, N, 1]``,
+        mask_coeff ``[B·T, N, D]``, track ``[B·T, N, E]``.
+
+        ``regions`` (one per level) limits them to the anchors of a window ``(y0, y1, x0, x1)`` of each level
+        (``None``: none of the level's): the towers then run on the window grown by
+        :attr:`receptive_margin` (clipped to the map), which gives the window's outputs exactly as on the whole
+        map, and every other anchor's outputs are NaN. ``regions=None``: every anchor.
+        """
+        if regions is None:
+            regions = [(0, x.shape[-2], 0, x.shape[-1]) for x in features]
+        margin = self.receptive_margin
+        crops, inner = [], []
+        for x, region in zip(features, regions):
+            if region is not None:
+                y0, y1, x0, x1 = region
+                h, w = x.shape[-2:]
+                top, left = max(y0 - margin, 0), max(x0 - margin, 0)
+                crops.append(x[:, :, top:min(y1 + margin, h), left:min(x1 + margin, w)])
+                inner.append((y0 - top, y1 - top, x0 - left, x1 - left))
+        box_xs = _tower_levels(self.bbox_extra, crops)
+        track_xs = _tower_levels(self.track_extra, crops)
+        channels = (4 * self.clip_frames, 1, self.mask_param_dim, self.track_dim)
+        frames, anchors = features[0].shape[0], self.num_anchors
+        computed = iter(zip(*(layer.forward_levels(box_xs) for layer in
+                              (self.bbox_layer, self.centerness_layer, self.mask_layer)),
+                            self.track_layer.forward_levels(track_xs), inner))
+        outputs: list[list[Tensor]] = [[], [], [], []]
+        for x, region in zip(features, regions):
+            h, w = x.shape[-2:]
+            if region is None:
+                for out, k in zip(outputs, channels):
+                    out.append(x.new_full((frames, h * w * anchors, k), math.nan))
+                continue
+            *maps, (i0, i1, j0, j1) = next(computed)
+            for out, y, k in zip(outputs, maps, channels):
+                if region == (0, h, 0, w):  # the whole level: the crop is the map
+                    out.append(self._flatten(y, k))
+                    continue
+                y0, y1, x0, x1 = region
+                full = x.new_full((frames, h, w, anchors * k), math.nan)
+                full[:, y0:y1, x0:x1] = y.permute(0, 2, 3, 1)[:, i0:i1, j0:j1]
+                out.append(full.view(frames, -1, k))
+        loc, centerness, mask_coeff, track = (torch.cat(out, dim=1) for out in outputs)
+        return loc, centerness.sigmoid(), mask_coeff.tanh(), F.normalize(track, dim=-1)

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .anchors import AnchorGenerator
+from .anchors import AnchorGenerator, anchor_regions
 from .backbone import ResNetBackbone, build_backbone
 from .config import ModelConfig, get_preset, with_overrides
-from .detect import detect
+from .detect import DetectConfig, candidate_index, class_probabilities, detect
 from .fpn import FPN
-from .head import ClipPredictionHead
+from .head import ClipPredictionHead, Region
 from .outputs import CiCoOutputs, HeadOutputs
 from .protonet import ClipProtoNet
 
@@ -109,20 +109,30 @@ class CiCo(nn.Module):
         """Run ``clips [B, T, 3, H, W]`` (normalised, zero-padded to multiples of 32).
 
         Returns:
-            ``CiCoOutputs(head, detections)``: ``head`` as from :meth:`forward_raw`; ``detections`` (eval mode
-            only) one :class:`~cico.structures.Instances` per clip.
+            ``CiCoOutputs(head, detections)``: ``head`` as from :meth:`forward_raw`; in eval mode
+            ``detections``, one :class:`~cico.structures.Instances` per clip, and ``head`` computed with
+            ``candidates_for=config.detect`` (box, centerness, mask and track outputs only where detection reads
+            them, NaN elsewhere).
         """
-        head = self.forward_raw(clips)
         if self.training:
-            return CiCoOutputs(head)
+            return CiCoOutputs(self.forward_raw(clips))
+        head = self.forward_raw(clips, candidates_for=self.config.detect)
         detections = detect(head, classifier=self.config.classifier, mask_head=self.config.mask_head,
                             config=self.config.detect)
         return CiCoOutputs(head, detections)
 
-    def forward_raw(self, clips: Tensor) -> HeadOutputs:
+    def forward_raw(self, clips: Tensor, candidates_for: DetectConfig | None = None) -> HeadOutputs:
         """The network alone: ``clips [B, T, 3, H, W]`` -> :class:`HeadOutputs` with ``loc [B·T, N, 4T]``,
         ``conf``, ``centerness``, ``mask_coeff``, ``track`` (all ``[B·T, N, ·]``), ``priors [N, 4]``,
-        ``prior_levels [N]`` and ``proto [B, H/4, W/4, T, D']``."""
+        ``prior_levels [N]`` and ``proto [B, H/4, W/4, T, D']``.
+
+        ``candidates_for`` (eval mode): compute the box, centerness, mask and track branches only for the anchors
+        that :func:`~cico.model.detect.detect` with these thresholds can select: the class branch runs first,
+        and the box and track towers then run on one window per FPN level around its candidates
+        (:meth:`~cico.model.head.ClipPredictionHead.forward_box_track`). Detection gives the same result as
+        from the full outputs; the other anchors' box, centerness, mask and track outputs are NaN. A light
+        clip skips most of the head's work; on a crowded one the windows grow to the whole maps.
+        """
         if clips.dim() != 5 or clips.shape[1] != self.config.clip_frames or clips.shape[2] != 3:
             raise ValueError(f"expected clips [B, {self.config.clip_frames}, 3, H, W], got {list(clips.shape)}")
         height, width = clips.shape[-2:]
@@ -131,10 +141,27 @@ class CiCo(nn.Module):
         frames = clips.flatten(0, 1).contiguous(memory_format=self.memory_format)
         pyramid = self.fpn(self.backbone(frames))
         proto = self.protonet(pyramid[:3])
-        loc, conf, centerness, mask_coeff, track = self.head(pyramid)
         priors, prior_levels = self.anchors(pyramid)
+        conf = self.head.forward_conf(pyramid)
+        regions = None
+        if candidates_for is not None:
+            if self.training:
+                raise RuntimeError("candidates_for is for inference: the losses read every anchor")
+            regions = self._candidate_regions(conf, pyramid, candidates_for)
+        loc, centerness, mask_coeff, track = self.head.forward_box_track(pyramid, regions)
         return HeadOutputs(loc=loc, conf=conf, centerness=centerness, mask_coeff=mask_coeff, track=track,
                            priors=priors, prior_levels=prior_levels, proto=proto)
+
+    def _candidate_regions(self, conf: Tensor, pyramid: list[Tensor],
+                           config: DetectConfig) -> list[Region | None]:
+        """Per level, the window of the anchors detection with ``config`` selects in any clip (``conf
+        [B·T, N, ·]`` logits)."""
+        frames, num_priors = self.config.clip_frames, conf.shape[1]
+        probs = class_probabilities(conf.detach(), self.config.classifier)
+        anchors = torch.cat([candidate_index(clip.reshape(frames * num_priors, -1), frames, config) % num_priors
+                             for clip in probs.split(frames)])
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in pyramid]
+        return anchor_regions(anchors, sizes, self.anchors.num_anchors)
 
 
 def empty_model(config: ModelConfig) -> CiCo:
