@@ -16,6 +16,7 @@ from cico.data.synthetic.scene import render_video
 from cico.inference.clips import Clip
 from cico.inference.onnx_runtime import load_network
 from cico.inference.predictor import clip_inputs
+from cico.model import convolution
 from cico.model.anchors import AnchorGenerator, anchor_regions, make_anchors
 from cico.model.backbone import SwinBackbone
 from cico.model.checkpoint import load_model, save_checkpoint
@@ -95,9 +96,14 @@ def test_clip_conv3d_rejects_partial_clips() -> None:
         ClipConv3d(2, 2, 3)(torch.zeros(4, 2, 5, 5))
 
 
+@pytest.mark.parametrize("chunk_elements", [None, 1])
 @pytest.mark.parametrize("implementation", ["winograd", "direct"])
-def test_winograd_conv2d_equals_conv2d(implementation: str) -> None:
-    # every level of one forward_levels call equals nn.Conv2d, partial 4x4 tiles and channels_last included
+def test_winograd_conv2d_equals_conv2d(implementation: str, chunk_elements: int | None,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # every level of one forward_levels call equals nn.Conv2d, partial 4x4 tiles and channels_last included,
+    # also when large maps go through Winograd one image at a time
+    if chunk_elements is not None:
+        monkeypatch.setattr(convolution, "_CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
     conv = WinogradConv2d(6, 5)
     conv.implementation = implementation
@@ -109,6 +115,8 @@ def test_winograd_conv2d_equals_conv2d(implementation: str) -> None:
         for x, y in zip(levels, conv.forward_levels(levels)):
             torch.testing.assert_close(y, ref(x.double()).float(), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(conv(x), y, rtol=1e-5, atol=1e-5)
+            if chunk_elements is not None and implementation == "winograd":  # outputs made once, channels_last
+                assert y.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="must share N"):
         conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
 

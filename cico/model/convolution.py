@@ -11,7 +11,9 @@ builds the cube, and computes it in one of three ways (``implementation``):
   tile, the taps are summed in the transformed domain, and each output frame is transformed back once.
   Taps that would read the zero temporal padding are skipped. Float32 error about 1e-5 relative.
   The kernels are transformed at each call (one matrix product), not kept: a kept copy would be 4× the weights
-  (36 instead of 9 values per kernel), about 300 MB for the R50 presets' eleven 3D convs;
+  (36 instead of 9 values per kernel), about 300 MB for the R50 presets' eleven 3D convs; the transform writes
+  into a buffer of the calling thread that every layer reuses (a fresh tensor of that size cost more in page
+  faults than the product itself);
   :meth:`ClipConv3d.forward_levels` runs several inputs (the FPN levels a head tower shares) through the same
   matrix products: their tiles are gathered into one tensor and transformed together, and the outputs are
   transformed back together. The centre tap's products are the accumulator: the other taps add theirs in
@@ -29,13 +31,15 @@ The same F(4×4, 3×3) computes the 2D 3×3 convolutions of the heads and the FP
 ``"auto"`` picking it under the same conditions): the class tower and final layers of the prediction head,
 the FPN's output layers and the mask head's 2D layers, whose inputs are the FPN width (256 channels in the R50
 presets), wide enough for the matrix products to outweigh the tile transforms (the README reports the
-measured speeds). The backbone keeps torchvision's convolutions: at its 64- and 512-channel widths Winograd
-measured no faster.
+measured speeds). A map too large for one pass (the mask head's stride-4 layer) goes through a few images at a
+time, which bounds the tiles' memory. The backbone keeps torchvision's convolutions: at its 64- and 512-channel
+widths Winograd measured no faster.
 """
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import Sequence
 
 import torch
@@ -49,6 +53,7 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 _TILE = 4  # output tile side; input tiles are _TILE + 2
+_CHUNK_ELEMENTS = 1 << 23  # WinogradConv2d transforms at most about this many tile values at once (32 MiB float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,12 +75,39 @@ def _kernel_transform(device: torch.device, dtype: torch.dtype) -> Tensor:
         return torch.kron(g, g).to(device, dtype)
 
 
+_workspaces = threading.local()
+
+
+def _workspace(slot: int, like: Tensor, numel: int) -> Tensor:
+    """This thread's reusable buffer number ``slot`` of ``numel`` elements on ``like``'s device and dtype (grown
+    as needed, never shrunk)."""
+    buffers: dict[tuple[int, torch.device, torch.dtype], Tensor] = _workspaces.__dict__.setdefault("buffers", {})
+    key = (slot, like.device, like.dtype)
+    if key not in buffers or buffers[key].numel() < numel:
+        buffers.pop(key, None)
+        with torch.inference_mode(False):  # usable inside and outside inference mode (see _tile_transforms)
+            buffers[key] = like.new_empty(numel)
+    return buffers[key][:numel]
+
+
 def winograd_kernels(weight: Tensor) -> Tensor:
     """Transform 3×3 kernels ``[out, in, k, 3, 3]`` to ``[k, 36, in, out]`` (``G g Gᵀ`` as one matrix product;
-    differentiable)."""
+    differentiable).
+
+    Without autograd the result lives in a buffer of this thread that the next call overwrites: the transformed
+    kernels of every layer are recomputed at each call rather than kept (they are 4× the weights), and a fresh
+    tensor of that size costs more in page faults than the transform itself."""
     out_channels, in_channels, taps = weight.shape[:3]
-    flat = weight.permute(2, 3, 4, 1, 0).reshape(taps, 9, in_channels * out_channels)
-    return torch.matmul(_kernel_transform(weight.device, weight.dtype), flat).view(taps, 36, in_channels, out_channels)
+    transform = _kernel_transform(weight.device, weight.dtype)
+    if torch.is_grad_enabled() and weight.requires_grad:
+        flat = weight.permute(2, 3, 4, 1, 0).reshape(taps, 9, in_channels * out_channels)
+        return torch.matmul(transform, flat).view(taps, 36, in_channels, out_channels)
+    size = taps * in_channels * out_channels
+    flat = _workspace(0, weight, 9 * size).view(taps, 3, 3, in_channels, out_channels)
+    flat.copy_(weight.permute(2, 3, 4, 1, 0))
+    kernels = _workspace(1, weight, 36 * size).view(taps, 36, in_channels * out_channels)
+    torch.matmul(transform, flat.view(taps, 9, -1), out=kernels)
+    return kernels.view(taps, 36, in_channels, out_channels)
 
 
 def winograd_tiles(xs: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
@@ -163,10 +195,26 @@ class WinogradConv2d(nn.Conv2d):
         if implementation != "winograd":
             raise ValueError(f"unknown WinogradConv2d implementation {implementation!r}")
         kernels = winograd_kernels(self.weight.unsqueeze(2))[0]  # [36, in, out]
+        sizes = [(x.shape[-2], x.shape[-1]) for x in xs]
+        n, tiles_per_image = xs[0].shape[0], sum(-(-h // _TILE) * -(-w // _TILE) for h, w in sizes)
+        step = max(1, _CHUNK_ELEMENTS // (36 * tiles_per_image * max(self.in_channels, self.out_channels)))
+        if step >= n:
+            return self._winograd_chunk(xs, kernels, sizes)
+        # large maps a few images at a time, into outputs made once: the tiles and products of all images
+        # together would be 4.5x the input and output
+        outputs = [x.new_empty(n, self.out_channels, h, w).contiguous(memory_format=torch.channels_last)
+                   for x, (h, w) in zip(xs, sizes)]
+        for start in range(0, n, step):
+            chunk = self._winograd_chunk([x[start:start + step] for x in xs], kernels, sizes)
+            for output, part in zip(outputs, chunk):
+                output[start:start + step] = part
+        return outputs
+
+    def _winograd_chunk(self, xs: Sequence[Tensor], kernels: Tensor, sizes: list[tuple[int, int]]) -> list[Tensor]:
         tiles, grids = winograd_tiles(xs)  # [36, N, P, in]
         products = torch.bmm(tiles.flatten(1, 2), kernels).view(*tiles.shape[:3], -1)
         del tiles
-        return winograd_untile(products, grids, [(x.shape[-2], x.shape[-1]) for x in xs], self.bias)
+        return winograd_untile(products, grids, sizes, self.bias)
 
 
 class ClipConv3d(nn.Module):
