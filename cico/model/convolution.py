@@ -53,7 +53,7 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 _TILE = 4  # output tile side; input tiles are _TILE + 2
-_CHUNK_ELEMENTS = 1 << 23  # WinogradConv2d transforms at most about this many tile values at once (32 MiB float32)
+_CHUNK_ELEMENTS = 1 << 24  # WinogradConv2d transforms at most about this many tile values at once (64 MiB float32)
 
 
 @functools.lru_cache(maxsize=8)
