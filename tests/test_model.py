@@ -80,15 +80,17 @@ def test_clip_conv3d_levels_in_one_call(implementation: str) -> None:
         conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
 
 
-def test_clip_conv3d_auto_implementation() -> None:
-    conv = ClipConv3d(2, 2, 3)
+@pytest.mark.parametrize(("conv", "plain"), [(ClipConv3d(2, 2, 3), "taps"), (WinogradConv2d(2, 2), "direct")],
+                         ids=["ClipConv3d", "WinogradConv2d"])
+def test_auto_implementation(conv: nn.Module, plain: str) -> None:
+    # Winograd for float32 CPU inference only
     x = torch.zeros(3, 2, 4, 4)
-    assert conv.resolve_implementation(x) == "taps"  # gradients on: training path
+    assert conv.resolve_implementation(x) == plain  # gradients on: training path
     with torch.no_grad():
         assert conv.resolve_implementation(x) == "winograd"
-        assert conv.resolve_implementation(x.double()) == "taps"
+        assert conv.resolve_implementation(x.double()) == plain
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert conv.resolve_implementation(x) == "taps"
+            assert conv.resolve_implementation(x) == plain
 
 
 def test_clip_conv3d_rejects_partial_clips() -> None:
@@ -119,16 +121,6 @@ def test_winograd_conv2d_equals_conv2d(implementation: str, chunk_elements: int 
                 assert y.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="must share N"):
         conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
-
-
-def test_winograd_conv2d_auto_implementation() -> None:
-    conv, x = WinogradConv2d(2, 2), torch.zeros(3, 2, 4, 4)
-    assert conv.resolve_implementation(x) == "direct"  # gradients on: training path
-    with torch.no_grad():
-        assert conv.resolve_implementation(x) == "winograd"
-        assert conv.resolve_implementation(x.double()) == "direct"
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert conv.resolve_implementation(x) == "direct"
 
 
 def test_anchor_regions() -> None:
