@@ -50,7 +50,7 @@ from cico.data.sources import open_source  # noqa: E402
 from cico.inference.onnx_runtime import OnnxClipNetwork, load_network  # noqa: E402
 from cico.inference.predictor import VideoPredictor  # noqa: E402
 from cico.model.box_coder import tube_iou  # noqa: E402
-from cico.model.convolution import ClipConv3d, WinogradConv2d  # noqa: E402
+from cico.model.convolution import set_implementations  # noqa: E402
 
 SHARED = Path(os.environ.get("CICO_SHARED_DIR", REPO.parent / "shared"))
 GOLDEN = Path(os.environ.get("CICO_GOLDEN_DIR", SHARED / "golden"))
@@ -112,11 +112,7 @@ def predictor_of(model: str, path: str, work: Path) -> VideoPredictor:
         return VideoPredictor(OnnxClipNetwork(onnx_of(model, work, path == "ort_int8")))
     network = load_network(weights_of(model, work))  # as cico predict loads it
     if path == "torch_fp32_taps":  # no Winograd anywhere
-        for module in network.modules():
-            if isinstance(module, ClipConv3d):
-                module.implementation = "taps"
-            elif isinstance(module, WinogradConv2d):
-                module.implementation = "direct"
+        set_implementations(network, conv3d="taps", conv2d="direct")
     return VideoPredictor(network, amp="bf16" if path == "torch_bf16" else None)
 
 

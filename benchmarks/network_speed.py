@@ -49,7 +49,7 @@ from cico.inference.predictor import clip_inputs  # noqa: E402
 from cico.model.checkpoint import model_from_state_dict  # noqa: E402
 from cico.model.config import get_preset  # noqa: E402
 from cico.model.convert import reference_to_cico  # noqa: E402
-from cico.model.convolution import ClipConv3d, WinogradConv2d  # noqa: E402
+from cico.model.convolution import set_implementations  # noqa: E402
 from cico.model.network import CiCo  # noqa: E402
 
 STRATEGIES = {  # name -> (ClipConv3d implementation, WinogradConv2d implementation, memory format)
@@ -62,12 +62,8 @@ DEFAULT = "winograd_cl"  # what "auto" picks here
 
 
 def _configure(model: CiCo, strategy: str) -> None:
-    implementation_3d, implementation_2d, memory_format = STRATEGIES[strategy]
-    for module in model.modules():
-        if isinstance(module, ClipConv3d):
-            module.implementation = implementation_3d
-        elif isinstance(module, WinogradConv2d):
-            module.implementation = implementation_2d
+    conv3d, conv2d, memory_format = STRATEGIES[strategy]
+    set_implementations(model, conv3d=conv3d, conv2d=conv2d)
     model.set_memory_format(memory_format)
 
 

@@ -123,6 +123,22 @@ def test_winograd_conv2d_equals_conv2d(implementation: str, chunk_elements: int 
         conv.forward_levels([levels[0], torch.zeros(3, 6, 3, 3)])
 
 
+def test_winograd_gradients_with_frozen_weights() -> None:
+    # the kernels autograd saves for the input's gradient are tensors of their own, not the reused buffer
+    torch.manual_seed(0)
+    convs = [WinogradConv2d(4, 4).requires_grad_(False) for _ in range(2)]
+    for conv in convs:
+        conv.implementation = "winograd"
+    x = torch.randn(2, 4, 6, 7, requires_grad=True)
+    convs[1](convs[0](x)).square().sum().backward()
+    x_ref = x.detach().requires_grad_(True)
+    y_ref = x_ref
+    for conv in convs:
+        y_ref = F.conv2d(y_ref, conv.weight, conv.bias, padding=1)
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_anchor_regions() -> None:
     sizes = [(4, 5), (2, 3), (1, 1)]  # 2 anchors per location: 40 + 12 + 2 anchors
     anchors = torch.tensor([2 * (1 * 5 + 3) + 1, 2 * (2 * 5 + 1), 40 + 2 * (1 * 3 + 2)])

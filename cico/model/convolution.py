@@ -94,12 +94,12 @@ def winograd_kernels(weight: Tensor) -> Tensor:
     """Transform 3×3 kernels ``[out, in, k, 3, 3]`` to ``[k, 36, in, out]`` (``G g Gᵀ`` as one matrix product;
     differentiable).
 
-    Without autograd the result lives in a buffer of this thread that the next call overwrites: the transformed
+    With gradients off the result lives in a buffer of this thread that the next call overwrites: the transformed
     kernels of every layer are recomputed at each call rather than kept (they are 4× the weights), and a fresh
     tensor of that size costs more in page faults than the transform itself."""
     out_channels, in_channels, taps = weight.shape[:3]
     transform = _kernel_transform(weight.device, weight.dtype)
-    if torch.is_grad_enabled() and weight.requires_grad:
+    if torch.is_grad_enabled():  # autograd may save the kernels for the backward pass: a tensor of their own
         flat = weight.permute(2, 3, 4, 1, 0).reshape(taps, 9, in_channels * out_channels)
         return torch.matmul(transform, flat).view(taps, 36, in_channels, out_channels)
     size = taps * in_channels * out_channels
@@ -215,6 +215,18 @@ class WinogradConv2d(nn.Conv2d):
         products = torch.bmm(tiles.flatten(1, 2), kernels).view(*tiles.shape[:3], -1)
         del tiles
         return winograd_untile(products, grids, sizes, self.bias)
+
+
+def set_implementations(module: nn.Module, conv3d: str,
+                        conv2d: str) -> list[tuple[ClipConv3d | WinogradConv2d, str]]:
+    """Set the ``implementation`` of every :class:`ClipConv3d` in ``module`` to ``conv3d`` and of every
+    :class:`WinogradConv2d` to ``conv2d``; returns each one's previous setting, to restore it."""
+    previous: list[tuple[ClipConv3d | WinogradConv2d, str]] = []
+    for layer in module.modules():
+        if isinstance(layer, (ClipConv3d, WinogradConv2d)):
+            previous.append((layer, layer.implementation))
+            layer.implementation = conv3d if isinstance(layer, ClipConv3d) else conv2d
+    return previous
 
 
 class ClipConv3d(nn.Module):

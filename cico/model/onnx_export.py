@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..fileio import atomic_write
 from .config import ModelConfig
-from .convolution import ClipConv3d, WinogradConv2d
+from .convolution import set_implementations
 from .network import CiCo
 
 FORMAT = "cico-onnx"
@@ -134,9 +134,7 @@ def exportable(model: CiCo) -> Iterator[RawClipNetwork]:
     """``model`` in float32 eval mode on the CPU, wrapped as :class:`RawClipNetwork`, with its convolutions in
     their plain forms (3D ``"taps"``, 2D ``"direct"``; no Winograd) while the context lasts."""
     model = model.to("cpu", torch.float32).eval()
-    saved = [(m, m.implementation) for m in model.modules() if isinstance(m, (ClipConv3d, WinogradConv2d))]
-    for module, _ in saved:
-        module.implementation = "taps" if isinstance(module, ClipConv3d) else "direct"
+    saved = set_implementations(model, conv3d="taps", conv2d="direct")
     try:
         yield RawClipNetwork(model).eval()
     finally:
